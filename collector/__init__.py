@@ -1,0 +1,1 @@
+"""The central server: receives probe streams and exposes the state as Prometheus metrics."""

@@ -1,0 +1,3 @@
+from courierwatch.cli import main
+
+main()
