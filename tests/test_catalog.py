@@ -1,0 +1,150 @@
+"""The built-in Apple catalog: its shape, the push rules, group selection and overrides."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from courierwatch.probe import catalog
+from courierwatch.probe.targets import Target
+
+APPLE_ROOT_SHA256 = (
+    "B0:B1:73:0E:CB:C7:FF:45:05:14:2C:49:F1:29:5E:6E:"
+    "DA:6B:CA:ED:7E:2C:68:C5:BE:91:B5:A1:10:01:F0:24"
+)
+CRITICAL = {"push", "push_provider", "device_setup", "device_management", "certificate_validation"}
+RETIRED = {"gateway.push.apple.com", "gateway.sandbox.push.apple.com", "feedback.push.apple.com"}
+
+
+def by_key(targets: list[Target]) -> dict[tuple[str, int, str], Target]:
+    return {target.key: target for target in targets}
+
+
+def test_every_group_loads_with_its_defaults() -> None:
+    groups = catalog.groups()
+    assert list(groups)[:2] == ["push", "push_provider"]
+    assert CRITICAL | {"software_updates", "apple_account", "icloud"} <= set(groups)
+    assert {g.id for g in groups.values() if g.critical} == CRITICAL
+    assert (groups["push"].interval, groups["push"].timeout) == (30, 5)
+    assert (groups["device_management"].interval, groups["device_management"].timeout) == (60, 10)
+    assert groups["software_updates"].interval == 300
+    for group in groups.values():
+        assert group.title
+        targets = catalog.targets([group.id])
+        assert targets, group.id
+        assert {(t.group, t.interval, t.timeout) for t in targets} == {
+            (group.id, group.interval, group.timeout)
+        }
+
+
+def test_push_courier_is_tls_with_apple_sni_alpn_and_root() -> None:
+    targets = by_key(catalog.targets(["push"]))
+    for port in (5223, 443):
+        courier = targets[("1-courier.push.apple.com", port, "tls")]
+        assert courier.server_name == "courier.push.apple.com"
+        assert courier.alpn == ("apns-security-v3",)
+        (anchor,) = courier.anchors
+        assert Path(anchor).is_absolute()
+        assert anchor == catalog.anchor_path("apple-root-ca.pem")
+        cert = x509.load_pem_x509_certificate(Path(anchor).read_bytes())
+        assert cert.fingerprint(hashes.SHA256()).hex(":").upper() == APPLE_ROOT_SHA256
+
+
+def test_anchor_path_only_serves_bundled_pems() -> None:
+    for name in ("missing.pem", "../catalog/apple-root-ca.pem", "apple.yaml"):
+        with pytest.raises(FileNotFoundError):
+            catalog.anchor_path(name)
+
+
+def test_no_wildcards_ranges_or_retired_provider_api() -> None:
+    for target in catalog.targets():
+        assert "*" not in target.host and "/" not in target.host
+        assert target.port not in (2195, 2196)
+        assert target.host not in RETIRED
+
+
+def test_provider_api_on_443_and_2197() -> None:
+    targets = by_key(catalog.targets(["push_provider"]))
+    for host in ("api.push.apple.com", "api.sandbox.push.apple.com"):
+        for port in (443, 2197):
+            assert targets[(host, port, "tls")].alpn == ("h2",)
+
+
+def test_overrides_apply_per_group_and_none_keeps_default() -> None:
+    targets = catalog.targets(
+        ["push", "device_setup"], {"push": (10, None), "device_setup": (None, 3)}
+    )
+    assert {(t.group, t.interval, t.timeout) for t in targets} == {
+        ("push", 10, 5),
+        ("device_setup", 60, 3),
+    }
+    assert catalog.targets("push")[0].interval == 30  # the cached catalog was not changed
+    with pytest.raises(ValueError, match="interval"):
+        catalog.targets(["push"], {"push": (0, None)})
+
+
+def test_unknown_group_raises_with_valid_ids() -> None:
+    with pytest.raises(KeyError, match=r"'nope'.*valid groups: push, push_provider, "):
+        catalog.targets(["push", "nope"])
+    with pytest.raises(KeyError, match="'nope'"):
+        catalog.targets(settings={"nope": (1, 1)})
+
+
+def test_keys_unique_first_group_wins_order_stable() -> None:
+    everything = catalog.targets()
+    assert len(by_key(everything)) == len(everything)
+    assert everything == catalog.targets()
+    # gdmf is in device_management and software_updates: the earlier group in the file owns it.
+    for chosen in (None, ["software_updates", "device_management"]):
+        gdmf = by_key(catalog.targets(chosen))[("gdmf.apple.com", 443, "http")]
+        assert gdmf.group == "device_management"
+    alone = by_key(catalog.targets(["software_updates"]))[("gdmf.apple.com", 443, "http")]
+    assert alone.group == "software_updates"
+
+
+def test_every_host_has_a_dns_target() -> None:
+    targets = catalog.targets()
+    assert {t.host for t in targets} == {t.host for t in targets if t.check == "dns"}
+    assert {t.check for t in targets} == {"dns", "tcp", "tls", "http"}
+    # NTP is UDP: only its name is checked for now.
+    assert [t.key for t in targets if t.host == "time.apple.com"] == [
+        ("time.apple.com", catalog.DNS_PORT, "dns")
+    ]
+
+
+def raw_catalog() -> dict[str, Any]:
+    path = Path(catalog.__file__).with_name("apple.yaml")
+    return copy.deepcopy(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def _endpoint(data: dict[str, Any]) -> dict[str, Any]:
+    return data["groups"][0]["endpoints"][0]
+
+
+@pytest.mark.parametrize(
+    ("breakage", "message"),
+    [
+        (lambda d: d["groups"][0].pop("timeout"), r"groups\[0\]\.timeout: missing"),
+        (lambda d: d["groups"].append(d["groups"][0]), "duplicate group id 'push'"),
+        (lambda d: _endpoint(d).update(host="*.push.apple.com"), "wildcards"),
+        (lambda d: _endpoint(d).update(ports=["5223"]), r"\.ports: '5223' is not a port"),
+        (lambda d: _endpoint(d).update(check="ntp"), r"\.check: 'ntp' is not one of"),
+        (lambda d: _endpoint(d).update(anchors=["gone.pem"]), "no bundled trust anchor"),
+        (lambda d: _endpoint(d).update(proto="tls"), r"\(1-courier\.push\.apple\.com\)\.proto"),
+        (lambda d: _endpoint(d).pop("check"), r"\.alpn: not allowed"),
+    ],
+)
+def test_broken_catalog_names_the_field(
+    breakage: Callable[[dict[str, Any]], object], message: str
+) -> None:
+    data = raw_catalog()
+    breakage(data)
+    with pytest.raises(catalog.CatalogError, match=message):
+        catalog._parse(data)
