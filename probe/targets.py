@@ -17,7 +17,7 @@ class Target:
     # courier.push.apple.com whichever numbered host is dialled.
     sni: str | None = None
     alpn: tuple[str, ...] = ()  # protocols offered in the TLS handshake
-    # Extra trust anchors (PEM paths) on top of the probe-wide ones, e.g. Apple Root CA for couriers.
+    # Extra trust anchors (PEM paths) beyond the probe-wide ones: Apple Root CA for couriers.
     anchors: tuple[str, ...] = ()
     # HTTP
     tls: bool | None = None  # HTTP over TLS; None means "unless the port is 80"

@@ -1,0 +1,48 @@
+"""Runs one check on one target: times it, bounds it, and turns any failure into an outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from courierwatch.probe.checks import CHECKS
+from courierwatch.probe.checks.base import CheckContext, CheckFailure
+from courierwatch.probe.checks.failures import classify
+from courierwatch.probe.resolver import is_ip
+from courierwatch.probe.targets import Target
+from courierwatch.v1 import courierwatch_pb2 as pb
+
+
+def new_result(target: Target) -> pb.Result:
+    result = pb.Result(
+        target=target.host,
+        port=target.port,
+        check=target.check,
+        group=target.group,
+        interval_seconds=target.interval,
+    )
+    result.started_at.GetCurrentTime()
+    return result
+
+
+async def run_check(target: Target, ctx: CheckContext) -> pb.Result:
+    """Never raises (but for cancellation) and never takes much longer than target.timeout."""
+    check = CHECKS[target.check]
+    result = new_result(target)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(target.timeout):
+            await check(target, ctx, result)
+    except CheckFailure as failure:
+        result.outcome, result.detail = failure.outcome, failure.detail
+    except TimeoutError:
+        if not result.phases.HasField("dns") and not is_ip(target.host):
+            result.outcome, result.detail = pb.OUTCOME_DNS_TIMEOUT, "no DNS answer in time"
+        else:
+            result.outcome, result.detail = pb.OUTCOME_TIMEOUT, "no answer in time"
+    except Exception as error:  # an unexpected error is a finding about this target, not a crash
+        result.outcome, result.detail = classify(error)
+    else:
+        result.outcome = pb.OUTCOME_OK
+    result.phases.total = time.perf_counter() - started
+    return result

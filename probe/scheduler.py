@@ -1,0 +1,75 @@
+"""Owns time: runs each target on its own cadence, spread out, capped, never overlapping itself.
+
+One loop per target. The first run of each lands at a random point of its interval, so a
+probe's checks do not all fire together; each later run is due one interval after the last
+due time (not after the run ended, so the cadence does not drift), moved by a random jitter.
+A run that could not start on time (all slots busy) is late, never doubled up: missed slots
+are skipped. A semaphore caps how many checks run at once across all targets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+
+from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.runner import run_check
+from courierwatch.probe.targets import Target
+from courierwatch.v1 import courierwatch_pb2 as pb
+
+Emit = Callable[[pb.Result], None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        ctx: CheckContext,
+        emit: Emit,
+        *,
+        concurrency: int = 32,
+        jitter: float = 0.1,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._targets = tuple(targets)
+        self._ctx = ctx
+        self._emit = emit
+        self._slots = asyncio.Semaphore(concurrency)
+        self._jitter = jitter
+        self._rng = rng or random.Random()
+        self.lag_seconds = 0.0  # how late the latest run started against its due time
+
+    async def run(self) -> None:
+        """Run every target's loop until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            for target in self._targets:
+                group.create_task(self._loop(target), name=f"check {target.key}")
+
+    async def _loop(self, target: Target) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._rng.uniform(0, target.interval)
+        while True:
+            spread = self._rng.uniform(-self._jitter, self._jitter) * target.interval
+            await asyncio.sleep(max(0.0, due + spread - loop.time()))
+            async with self._slots:
+                self.lag_seconds = max(0.0, loop.time() - (due + spread))
+                result = await run_check(target, self._ctx)
+            self._emit(result)
+            due += target.interval
+            behind = loop.time() - due
+            if behind > 0:  # skip the slots missed, keep the phase
+                due += (behind // target.interval + 1) * target.interval
+
+
+async def run_once(
+    targets: Sequence[Target], ctx: CheckContext, *, concurrency: int = 32
+) -> list[pb.Result]:
+    """Every target once, concurrently under the cap; results in target order."""
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(target: Target) -> pb.Result:
+        async with slots:
+            return await run_check(target, ctx)
+
+    return list(await asyncio.gather(*(one(t) for t in targets)))
