@@ -1,8 +1,10 @@
 """Owns time: runs each target on its own cadence, spread out, capped, never overlapping itself.
 
-One loop per target. The first run of each lands at a random point of its interval, so a
-probe's checks do not all fire together; each later run is due one interval after the last
-due time (not after the run ended, so the cadence does not drift), moved by a random jitter.
+One loop per target. The first run of each lands at a random point of the first
+`startup_spread` seconds (or of its interval, if shorter), so a probe's checks do not all
+fire together yet every check has a result soon after start; each later run is due one
+interval after the last due time (not after the run ended, so the cadence does not drift),
+moved by a random jitter that keeps spreading the checks out.
 A run that could not start on time (all slots busy) is late, never doubled up: missed slots
 are skipped. A semaphore caps how many checks run at once across all targets.
 """
@@ -30,6 +32,7 @@ class Scheduler:
         *,
         concurrency: int = 32,
         jitter: float = 0.1,
+        startup_spread: float = 10.0,
         rng: random.Random | None = None,
     ) -> None:
         self._targets = tuple(targets)
@@ -37,6 +40,7 @@ class Scheduler:
         self._emit = emit
         self._slots = asyncio.Semaphore(concurrency)
         self._jitter = jitter
+        self._startup_spread = startup_spread
         self._rng = rng or random.Random()
         self.lag_seconds = 0.0  # how late the latest run started against its due time
 
@@ -48,7 +52,7 @@ class Scheduler:
 
     async def _loop(self, target: Target) -> None:
         loop = asyncio.get_running_loop()
-        due = loop.time() + self._rng.uniform(0, target.interval)
+        due = loop.time() + self._rng.uniform(0, min(target.interval, self._startup_spread))
         while True:
             spread = self._rng.uniform(-self._jitter, self._jitter) * target.interval
             await asyncio.sleep(max(0.0, due + spread - loop.time()))

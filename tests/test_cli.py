@@ -1,0 +1,111 @@
+"""The courierwatch command as a user runs it: help, one-shot checks, errors, `up`."""
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from courierwatch.probe.config import default_probe_id
+from fakeapple import COURIER_ALPN, COURIER_SNI, FakeApple
+from processes import courierwatch, key, line_starting, wait_for_metrics
+
+
+def run(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "courierwatch", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("role", ["probe", "collector", "up", "check"])
+def test_every_role_explains_itself(role):
+    done = run(role, "--help")
+    assert done.returncode == 0
+    assert "--config" in done.stdout
+
+
+def test_a_bad_config_is_one_line_naming_file_line_and_field(tmp_path):
+    bad = tmp_path / "probe.yaml"
+    bad.write_text("site: ams\ntargets:\n  - host: a.apple.com\n    port: 99999\n    check: tcp\n")
+    done = run("check", "--config", str(bad))
+    assert done.returncode == 2
+    assert done.stderr == (
+        f"courierwatch: {bad}:4: targets[0].port: must be an integer from 1 to 65535, "
+        "got 99999\n"
+    )
+
+
+def test_the_daemons_refuse_to_start_without_their_identity(tmp_path):
+    empty = tmp_path / "probe.yaml"
+    empty.write_text("{}\n")
+    done = run("probe", "--config", str(empty))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"courierwatch: {empty}") and "site" in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.fixture
+async def apple(tmp_path):
+    async with FakeApple(tmp_path / "apple") as apple:
+        yield apple
+
+
+def config(tmp_path, apple, targets) -> str:
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump({
+        "resolver": {"nameservers": [apple.host], "port": apple.dns_port},
+        "trust": {"anchors": [str(apple.ca_pem_path)]},
+        "catalog": {"groups": []},
+        "targets": targets,
+    }))
+    return str(path)
+
+
+def courier(apple):
+    return {"host": "3-courier.push.apple.com", "port": apple.courier_port, "check": "tls",
+            "group": "push", "sni": COURIER_SNI, "alpn": [COURIER_ALPN],
+            "interval": "2s", "timeout": "1s"}
+
+
+async def check_cli(*args):
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "courierwatch", "check", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode, out.decode()
+
+
+async def test_check_json_reports_each_result_and_exits_0_when_all_work(tmp_path, apple):
+    path = config(tmp_path, apple, [courier(apple)])
+    code, out = await check_cli("--config", path, "--json")
+    (row,) = json.loads(out)["results"]
+    assert code == 0
+    assert row["outcome"] == "ok"
+    assert row["cname_chain"][-1] == "eu-central-courier-4.push-apple.com.akadns.net"
+    assert row["tls"]["alpn"] == COURIER_ALPN
+
+
+async def test_check_table_shows_failures_and_exits_1(tmp_path, apple):
+    path = config(tmp_path, apple, [
+        courier(apple),
+        {"host": "nxdomain.apple.com", "port": 443, "check": "tcp"},
+    ])
+    code, out = await check_cli("--config", path)
+    assert code == 1
+    assert "dns_nxdomain" in out
+    assert out.rstrip().endswith("2 checks, 1 ok, 1 failed")
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+async def test_up_prints_the_metrics_url_and_serves_results(tmp_path, apple):
+    path = config(tmp_path, apple, [courier(apple)])
+    async with courierwatch("up", "--config", path, "--http", "127.0.0.1:0",
+                            "--grpc", "127.0.0.1:0") as up:
+        line = await line_starting(up, "Metrics: ", 15)
+        url = line.removeprefix("Metrics: ")
+        wanted = key("courierwatch_check_success", site="local", probe=default_probe_id(),
+                     target="3-courier.push.apple.com", port=str(apple.courier_port),
+                     check="tls", group="push")
+        samples = await wait_for_metrics(url, [wanted], 30)
+        assert samples[wanted] == 1
