@@ -1,0 +1,31 @@
+"""The example configurations in deploy/ are valid as shipped."""
+
+from pathlib import Path
+
+from courierwatch.collector.config import load_collector_config
+from courierwatch.probe.config import load_probe_config
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def installed(tmp_path, name: str) -> str:
+    """The example with its /etc/courierwatch files present under tmp_path."""
+    for pem in ("fleet-ca.pem", "probe.pem", "probe.key", "collector.pem", "collector.key"):
+        (tmp_path / pem).write_text("placeholder\n")
+    text = (DEPLOY / name).read_text().replace("/etc/courierwatch/", f"{tmp_path}/")
+    (tmp_path / name).write_text(text)
+    return str(tmp_path / name)
+
+
+def test_probe_example(tmp_path):
+    config = load_probe_config(installed(tmp_path, "probe.example.yaml"))
+    assert config.site == "ams-office"
+    assert len(config.collectors) == 2
+    assert any(t.group == "mdm_server" for t in config.targets)
+    assert all(t.interval == 30 for t in config.targets if t.group == "push")
+
+
+def test_collector_example(tmp_path):
+    config = load_collector_config(installed(tmp_path, "collector.example.yaml"))
+    assert config.grpc_listen == "0.0.0.0:9475"
+    assert config.forget_after == 86400
