@@ -31,10 +31,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-from types import TracebackType
-from typing import Self
 
-from ._streams import LOCALHOST
+from ._streams import LOCALHOST, Service
 from .dns import FakeDNS
 from .pki import TestPKI
 from .servers import HTTPServer, SilentServer, TLSServer, closed_port
@@ -67,7 +65,7 @@ EXPIRED_NAME = "expired.apple.com"
 SILENT_NAME = "silent.apple.com"
 
 
-class FakeApple:
+class FakeApple(Service):
     """Everything in the module docstring, started on enter and stopped on exit.
 
     `directory` receives the CA PEMs (a private temp dir when None); `address` is what the
@@ -166,15 +164,3 @@ class FakeApple:
     @property
     def silent_port(self) -> int:
         return self.silent.port
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -18,7 +18,29 @@ MAX_READS = 10_000  # chunks read from one connection before the server gives up
 READ_SIZE = 65_536
 
 
-class StreamServer:
+class Service:
+    """A server the tests start and stop: `async with` runs start() and stop()."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class StreamServer(Service):
     """An asyncio TCP server on 127.0.0.1 whose connections are all closed by `stop()`."""
 
     def __init__(self, host: str = LOCALHOST) -> None:
@@ -97,18 +119,6 @@ class StreamServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def _close_writer(writer: asyncio.StreamWriter) -> None:

@@ -9,8 +9,7 @@ import enum
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self, cast
+from typing import cast
 
 import dns.exception
 import dns.flags
@@ -23,7 +22,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from ._streams import LOCALHOST, StreamServer
+from ._streams import LOCALHOST, Service, StreamServer
 
 MAX_CHAIN = 16  # CNAME hops followed before answering SERVFAIL, as resolvers cap loops
 MAX_TCP_MESSAGES = 1_000  # queries served on one TCP connection
@@ -53,7 +52,7 @@ def _key(name: dns.name.Name) -> str:
     return name.to_text(omit_final_dot=True).lower()
 
 
-class FakeDNS:
+class FakeDNS(Service):
     """DNS server for tests. Unknown names are NXDOMAIN; names can also be made to SERVFAIL,
     never answer (`drop`, for timeouts) or answer UDP truncated (`truncate`, for TCP fallback).
 
@@ -271,18 +270,6 @@ class FakeDNS:
             self._udp.close()
             self._udp = None
         await self._tcp.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _truncated(query: dns.message.Message) -> bytes:

@@ -8,13 +8,11 @@ import contextlib
 import socket
 import ssl
 from collections import Counter
-from types import TracebackType
-from typing import Self
 
 import trustme
 from aiohttp import web
 
-from ._streams import CLOSE_TIMEOUT, LOCALHOST, StreamServer, drain_until_eof
+from ._streams import CLOSE_TIMEOUT, LOCALHOST, Service, StreamServer, drain_until_eof
 
 SLOW_CAP = 60.0  # /slow answers by itself after this long if shutdown never comes
 
@@ -82,7 +80,7 @@ def closed_port(host: str = LOCALHOST) -> int:
     return port
 
 
-class HTTPServer:
+class HTTPServer(Service):
     """aiohttp server, over TLS when `cert` is given. Any method on:
     `/` -> 200 "ok"; `/status/{code}` -> that status (200-599); `/slow` -> no response until
     shutdown, so clients time out waiting for the first byte.
@@ -150,15 +148,3 @@ class HTTPServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
