@@ -28,6 +28,12 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_HTTP_BAD_STATUS: _ClassVar[Outcome]
     OUTCOME_PROTOCOL_ERROR: _ClassVar[Outcome]
     OUTCOME_ERROR: _ClassVar[Outcome]
+    OUTCOME_DNS_SINKHOLE: _ClassVar[Outcome]
+    OUTCOME_DNS_HIJACK: _ClassVar[Outcome]
+    OUTCOME_TLS_INTERCEPTED: _ClassVar[Outcome]
+    OUTCOME_TLS_ALPN_MISMATCH: _ClassVar[Outcome]
+    OUTCOME_PROXY_DENIED: _ClassVar[Outcome]
+    OUTCOME_PROXY_AUTH_REQUIRED: _ClassVar[Outcome]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_OK: Outcome
 OUTCOME_DNS_NXDOMAIN: Outcome
@@ -44,14 +50,22 @@ OUTCOME_TLS_NAME_MISMATCH: Outcome
 OUTCOME_HTTP_BAD_STATUS: Outcome
 OUTCOME_PROTOCOL_ERROR: Outcome
 OUTCOME_ERROR: Outcome
+OUTCOME_DNS_SINKHOLE: Outcome
+OUTCOME_DNS_HIJACK: Outcome
+OUTCOME_TLS_INTERCEPTED: Outcome
+OUTCOME_TLS_ALPN_MISMATCH: Outcome
+OUTCOME_PROXY_DENIED: Outcome
+OUTCOME_PROXY_AUTH_REQUIRED: Outcome
 
 class ProbeMessage(_message.Message):
-    __slots__ = ("hello", "batch")
+    __slots__ = ("hello", "batch", "health")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     batch: ResultBatch
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[ResultBatch, _Mapping]] = ...) -> None: ...
+    health: Health
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[ResultBatch, _Mapping]] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
     __slots__ = ("welcome", "ack")
@@ -78,6 +92,20 @@ class Welcome(_message.Message):
     APPLIED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     applied_through_seq: int
     def __init__(self, applied_through_seq: _Optional[int] = ...) -> None: ...
+
+class Health(_message.Message):
+    __slots__ = ("spool_depth", "spool_bytes", "dropped_total", "loop_lag_seconds", "oldest_pending_seconds")
+    SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    LOOP_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_PENDING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    spool_depth: int
+    spool_bytes: int
+    dropped_total: int
+    loop_lag_seconds: float
+    oldest_pending_seconds: float
+    def __init__(self, spool_depth: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., dropped_total: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., oldest_pending_seconds: _Optional[float] = ...) -> None: ...
 
 class ResultBatch(_message.Message):
     __slots__ = ("results",)
@@ -106,20 +134,32 @@ class Phases(_message.Message):
     def __init__(self, dns: _Optional[float] = ..., connect: _Optional[float] = ..., tls: _Optional[float] = ..., first_byte: _Optional[float] = ..., total: _Optional[float] = ...) -> None: ...
 
 class TlsFacts(_message.Message):
-    __slots__ = ("version", "alpn", "leaf_subject", "issuer", "not_after", "verified")
+    __slots__ = ("version", "alpn", "leaf_subject", "issuer", "not_after", "verified", "chain_subjects", "verified_by")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ALPN_FIELD_NUMBER: _ClassVar[int]
     LEAF_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     ISSUER_FIELD_NUMBER: _ClassVar[int]
     NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_SUBJECTS_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_BY_FIELD_NUMBER: _ClassVar[int]
     version: str
     alpn: str
     leaf_subject: str
     issuer: str
     not_after: _timestamp_pb2.Timestamp
     verified: bool
-    def __init__(self, version: _Optional[str] = ..., alpn: _Optional[str] = ..., leaf_subject: _Optional[str] = ..., issuer: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verified: _Optional[bool] = ...) -> None: ...
+    chain_subjects: _containers.RepeatedScalarFieldContainer[str]
+    verified_by: str
+    def __init__(self, version: _Optional[str] = ..., alpn: _Optional[str] = ..., leaf_subject: _Optional[str] = ..., issuer: _Optional[str] = ..., not_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., verified: _Optional[bool] = ..., chain_subjects: _Optional[_Iterable[str]] = ..., verified_by: _Optional[str] = ...) -> None: ...
+
+class NtpFacts(_message.Message):
+    __slots__ = ("offset_seconds", "stratum")
+    OFFSET_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STRATUM_FIELD_NUMBER: _ClassVar[int]
+    offset_seconds: float
+    stratum: int
+    def __init__(self, offset_seconds: _Optional[float] = ..., stratum: _Optional[int] = ...) -> None: ...
 
 class HttpFacts(_message.Message):
     __slots__ = ("status",)
@@ -128,7 +168,7 @@ class HttpFacts(_message.Message):
     def __init__(self, status: _Optional[int] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("seq", "target", "port", "check", "group", "outcome", "started_at", "phases", "addresses", "peer_address", "cname_chain", "tls", "http", "detail", "interval_seconds")
+    __slots__ = ("seq", "target", "port", "check", "group", "outcome", "started_at", "phases", "addresses", "peer_address", "cname_chain", "tls", "http", "detail", "interval_seconds", "pop", "address_family", "via", "dialled_host", "ntp")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +184,11 @@ class Result(_message.Message):
     HTTP_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    POP_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FAMILY_FIELD_NUMBER: _ClassVar[int]
+    VIA_FIELD_NUMBER: _ClassVar[int]
+    DIALLED_HOST_FIELD_NUMBER: _ClassVar[int]
+    NTP_FIELD_NUMBER: _ClassVar[int]
     seq: int
     target: str
     port: int
@@ -159,4 +204,9 @@ class Result(_message.Message):
     http: HttpFacts
     detail: str
     interval_seconds: float
-    def __init__(self, seq: _Optional[int] = ..., target: _Optional[str] = ..., port: _Optional[int] = ..., check: _Optional[str] = ..., group: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phases: _Optional[_Union[Phases, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., peer_address: _Optional[str] = ..., cname_chain: _Optional[_Iterable[str]] = ..., tls: _Optional[_Union[TlsFacts, _Mapping]] = ..., http: _Optional[_Union[HttpFacts, _Mapping]] = ..., detail: _Optional[str] = ..., interval_seconds: _Optional[float] = ...) -> None: ...
+    pop: str
+    address_family: str
+    via: str
+    dialled_host: str
+    ntp: NtpFacts
+    def __init__(self, seq: _Optional[int] = ..., target: _Optional[str] = ..., port: _Optional[int] = ..., check: _Optional[str] = ..., group: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phases: _Optional[_Union[Phases, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., peer_address: _Optional[str] = ..., cname_chain: _Optional[_Iterable[str]] = ..., tls: _Optional[_Union[TlsFacts, _Mapping]] = ..., http: _Optional[_Union[HttpFacts, _Mapping]] = ..., detail: _Optional[str] = ..., interval_seconds: _Optional[float] = ..., pop: _Optional[str] = ..., address_family: _Optional[str] = ..., via: _Optional[str] = ..., dialled_host: _Optional[str] = ..., ntp: _Optional[_Union[NtpFacts, _Mapping]] = ...) -> None: ...
