@@ -31,6 +31,7 @@ __all__ = [
     "LineLoader",
     "Section",
     "TransportConfig",
+    "describe",
     "digest",
     "read_transport",
     "read_yaml",
@@ -193,7 +194,9 @@ def _parse(text: str, source: str) -> _Map:
         return _Map(0)
     if not isinstance(data, _Map):
         line = data.line if isinstance(data, _Seq) else 1
-        raise ConfigError(source, line, "", f"the top level must be a mapping, got {_show(data)}")
+        raise ConfigError(
+            source, line, "", f"the top level must be a mapping, got {describe(data)}"
+        )
     return data
 
 
@@ -209,7 +212,7 @@ class _Required:
 REQUIRED: Any = _Required()
 
 
-def _show(value: Any) -> str:
+def describe(value: Any) -> str:
     """A raw value for an error message: short, and in YAML words where Python's differ."""
     if value is None:
         return "null"
@@ -242,7 +245,7 @@ def to_str(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Ca
 
     def convert(value: Any) -> str:
         if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
-            raise ValueError(f"must be {what}, got {_show(value)}")
+            raise ValueError(f"must be {what}, got {describe(value)}")
         return value
 
     return convert
@@ -258,7 +261,7 @@ def to_int(min: int | None = None, max: int | None = None) -> Callable[[Any], in
             or (min is not None and value < min)
             or (max is not None and value > max)
         ):
-            raise ValueError(f"must be {what}, got {_show(value)}")
+            raise ValueError(f"must be {what}, got {describe(value)}")
         return value
 
     return convert
@@ -280,7 +283,7 @@ def to_float(
             or (min is not None and value < min)
             or (max is not None and value > max)
         ):
-            raise ValueError(f"must be {what}, got {_show(value)}")
+            raise ValueError(f"must be {what}, got {describe(value)}")
         return float(value)
 
     return convert
@@ -288,7 +291,7 @@ def to_float(
 
 def to_bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"must be true or false, got {_show(value)}")
+        raise ValueError(f"must be true or false, got {describe(value)}")
     return value
 
 
@@ -308,7 +311,7 @@ def to_duration(value: Any) -> float:
     if not (math.isfinite(seconds) and seconds > 0):
         raise ValueError(
             "must be a duration > 0 such as 30s, 2m, 1h or 500ms (a number means seconds), "
-            f"got {_show(value)}"
+            f"got {describe(value)}"
         )
     return seconds
 
@@ -325,7 +328,7 @@ def _did_you_mean(name: Any, choices: Iterable[str], *, list_all: bool) -> str:
 
 def unknown_name(what: str, name: Any, choices: Collection[str]) -> str:
     """'unknown <what> 'x' (did you mean 'y'? valid: ...)': for names from a closed set."""
-    return f"unknown {what} {_show(name)}{_did_you_mean(name, choices, list_all=True)}"
+    return f"unknown {what} {describe(name)}{_did_you_mean(name, choices, list_all=True)}"
 
 
 def to_choice(choices: Collection[str], what: str) -> Callable[[Any], str]:
@@ -366,7 +369,7 @@ def valid_host(host: str) -> bool:
 
 def to_host(value: Any) -> str:
     if not isinstance(value, str) or not valid_host(value):
-        raise ValueError(f"must be a host name or IP address, got {_show(value)}")
+        raise ValueError(f"must be a host name or IP address, got {describe(value)}")
     return value
 
 
@@ -377,7 +380,7 @@ def to_ip(value: Any) -> str:
             return str(ipaddress.ip_address(value))
         except ValueError:
             pass
-    raise ValueError(f"must be an IP address, got {_show(value)}")
+    raise ValueError(f"must be an IP address, got {describe(value)}")
 
 
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -409,7 +412,7 @@ def to_address(*, allow_zero: bool = False) -> Callable[[Any], str]:
                 return value
             except ValueError:
                 pass
-        raise ValueError(f"must be {what}, got {_show(value)}")
+        raise ValueError(f"must be {what}, got {describe(value)}")
 
     return convert
 
@@ -439,7 +442,7 @@ class Section:
         self._base = base  # relative file paths are relative to the config file's directory
         if data.duplicate is not None:
             key, line = data.duplicate
-            raise self.error(f"duplicate key {_show(key)}", line=line)
+            raise self.error(f"duplicate key {describe(key)}", line=line)
 
     # -- locating --
 
@@ -469,13 +472,13 @@ class Section:
         for key in sorted(self._data, key=lambda k: self._data.key_lines[k]):
             if key not in allowed:
                 hint = _did_you_mean(key, allowed, list_all=False)
-                raise self.error(f"unknown key {_show(key)}{hint}", line=self.line_of(key))
+                raise self.error(f"unknown key {describe(key)}{hint}", line=self.line_of(key))
 
     def names(self) -> list[str]:
         """The keys as written, for mappings keyed by name (e.g. catalog group ids)."""
         for key in self._data:
             if not isinstance(key, str):
-                raise self.error(f"keys must be names, got {_show(key)}", line=self.line_of(key))
+                raise self.error(f"keys must be names, got {describe(key)}", line=self.line_of(key))
         return list(self._data)
 
     def has(self, key: str) -> bool:
@@ -532,6 +535,11 @@ class Section:
     def boolean(self, key: str, default: D = REQUIRED) -> bool | D:
         return self.value(key, to_bool, default)
 
+    def path(self, key: str, default: D = REQUIRED) -> str | D:
+        """A path that need not exist yet (a file the program creates), '~' expanded and
+        relative to the config file's directory; an existing directory is an error."""
+        return self.value(key, self._writable, default)
+
     def file(self, key: str, default: D = REQUIRED) -> str | D:
         """Path of a readable file; relative paths are taken from the config file's directory."""
         return self.value(key, self._readable, default)
@@ -544,7 +552,7 @@ class Section:
         if raw is None:
             return ()
         if not isinstance(raw, _Seq):
-            raise self.error(f"must be a list, got {_show(raw)}", key)
+            raise self.error(f"must be a list, got {describe(raw)}", key)
         out: list[T] = []
         for index, (item, line) in enumerate(zip(raw, raw.item_lines, strict=True)):
             try:
@@ -567,7 +575,7 @@ class Section:
         if raw is None:
             raw = _Map(self.line_of(key))
         elif not isinstance(raw, _Map):
-            raise self.error(f"must be a mapping, got {_show(raw)}", key)
+            raise self.error(f"must be a mapping, got {describe(raw)}", key)
         return Section(raw, self.source, self.path_of(key), self._base)
 
     def sections(self, key: str) -> list[Section]:
@@ -576,21 +584,33 @@ class Section:
         if raw is None:
             return []
         if not isinstance(raw, _Seq):
-            raise self.error(f"must be a list, got {_show(raw)}", key)
+            raise self.error(f"must be a list, got {describe(raw)}", key)
         out = []
         for index, (item, line) in enumerate(zip(raw, raw.item_lines, strict=True)):
             field = f"{self.path_of(key)}[{index}]"
             if not isinstance(item, _Map):
-                raise ConfigError(self.source, line, field, f"must be a mapping, got {_show(item)}")
+                raise ConfigError(
+                    self.source, line, field, f"must be a mapping, got {describe(item)}"
+                )
             out.append(Section(item, self.source, field, self._base))
         return out
 
-    def _readable(self, value: Any) -> str:
+    def _resolve(self, value: Any) -> Path:
         if not isinstance(value, str) or not value:
-            raise ValueError(f"must be a file path, got {_show(value)}")
-        path = Path(value)
+            raise ValueError(f"must be a file path, got {describe(value)}")
+        path = Path(value).expanduser()
         if not path.is_absolute() and self._base is not None:
             path = self._base / path
+        return path
+
+    def _writable(self, value: Any) -> str:
+        path = self._resolve(value)
+        if path.is_dir():
+            raise ValueError(f"{str(path)!r} is a directory; name a file in it")
+        return str(path)
+
+    def _readable(self, value: Any) -> str:
+        path = self._resolve(value)
         try:
             with path.open("rb"):
                 pass

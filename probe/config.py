@@ -2,22 +2,68 @@
 
 Every key is optional for `courierwatch check` and `up` (require_identity=False); the `probe`
 daemon also needs site, collectors and transport. Targets are the chosen catalog groups plus the
-config's own, which replace a catalog target with the same (host, port, check).
+config's own, which replace a catalog target with the same (host, port, check); then each
+connecting target is expanded once per address family and, with a proxy, once through it.
+
+Keys beyond identity and transport (defaults in brackets):
+
+    resolver: {nameservers: [IP, ...], port: 53}   # [/etc/resolv.conf, as the site's Macs]
+    trust:
+      anchors: [PEM, ...]   # extra CAs a chain may verify against, on top of the system store
+                            # and the catalog's Apple Root CA ("expected")
+      site: [PEM, ...]      # CAs your site deployed, e.g. an SSL-inspection root: a chain that
+                            # verifies only against these is tls_intercepted, naming its issuer
+      system: true          # also trust the system store
+    schedule: {concurrency: 32, jitter: 0.1}
+    catalog: {groups: [push, ...], settings: {push: {interval: 30s, timeout: 5s}}}  # [all]
+    apple:                  # facts about Apple's network [from the catalog]
+      ranges: [17.0.0.0/8, "2620:149::/32", ...]  # where Apple-owned names must resolve
+      owned_groups: [push, push_provider]  # catalog groups whose names must resolve into ranges
+                            # (the other groups must resolve to public addresses)
+      courier_numbers: 1-50 # N of N-courier.push.apple.com ("1-3,7" or a list)
+      pop_pattern: '(?P<pop>...)-courier-...'  # names the POP in a courier CNAME chain
+    proxy:
+      url: http://proxy.example:3128  # the site's HTTP proxy [none]: each tcp/tls/http/courier
+                            # target is also checked through it with CONNECT. No credentials
+                            # and no PAC: apsd can use neither.
+    families: auto          # or [ipv4], [ipv4, ipv6]; auto: IPv6 too when this host has a
+                            # global IPv6 address with a route (courierwatch.probe.families)
+    targets:                # your own
+      - host: mdm.example.net       # required
+        port: 443                   # required but for dns (53) and ntp (123)
+        check: http                 # dns, tcp, tls, http, courier, ntp
+        group: custom               # label; a group the catalog does not have is critical
+        interval: 60s
+        timeout: 10s
+        addresses: any              # apple (within apple.ranges), public, or any (only 0.0.0.0
+                                    # and :: are refused)
+        # tls, http, courier: sni, anchors (PEM), expect_issuer (substrings, one of which an
+        #   issuer of the chain must contain); tls, courier: alpn, require_alpn (must be
+        #   negotiated, one of alpn); http: tls, path, expect_status;
+        # courier, dns: numbers (dial N-host; courier default: apple.courier_numbers)
+    spool:                  # where results wait until a collector acknowledges them
+      path: /var/lib/courierwatch/spool.sqlite  # [$STATE_DIRECTORY/spool.sqlite under systemd,
+                            # else ~/.local/state/courierwatch/spool.sqlite]
+      max_mb: 256           # integer megabytes; beyond it the oldest results are dropped
+      max_age: 48h          # a duration; older unsent results are dropped
 """
 
 from __future__ import annotations
 
+import os
 import re
 import socket
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Final
+from pathlib import Path
+from typing import Any, Final, TypeVar
 
 from courierwatch.configfile import (
     BUILTIN,
     REQUIRED,
     Section,
     TransportConfig,
+    describe,
     digest,
     read_transport,
     read_yaml,
@@ -29,33 +75,61 @@ from courierwatch.configfile import (
     to_str,
     unknown_name,
 )
-from courierwatch.probe import catalog
-from courierwatch.probe.targets import Target
+from courierwatch.probe import catalog, families, pop, sanity
+from courierwatch.probe.proxy import ProxySettings, parse_proxy_url
+from courierwatch.probe.rotation import parse_numbers
+from courierwatch.probe.targets import ADDRESS_POLICIES, FAMILIES, Target, expand
 
 __all__ = ["DEFAULT_CHECK_KINDS", "ProbeConfig", "default_probe_id", "load_probe_config"]
 
-DEFAULT_CHECK_KINDS: Final = ("dns", "tcp", "tls", "http")
+DEFAULT_CHECK_KINDS: Final = ("dns", "tcp", "tls", "http", "courier", "ntp")
+
+T = TypeVar("T")
 
 # Site, probe id and group end up as Prometheus label values: keep them short and plain.
 _LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _LABEL_WHAT = "1 to 64 characters from A-Z a-z 0-9 . _ -"
 
-# Options beyond host/port/check/group/interval/timeout, by the check kinds they apply to. A kind
-# not listed here (a newer one passed in check_kinds) takes none of them.
+# Options beyond host/port/check/group/interval/timeout/addresses, by the check kinds they apply
+# to. A kind not listed here (a newer one passed in check_kinds) takes none of them.
+_VERIFIED: Final = ("sni", "anchors", "expect_issuer")  # what needs a certificate to check
 _OPTIONS: Final = {
-    "tls": frozenset({"sni", "alpn", "anchors"}),
-    "http": frozenset({"tls", "path", "expect_status", "sni", "anchors"}),
+    "dns": frozenset({"numbers"}),
+    "tls": frozenset({*_VERIFIED, "alpn", "require_alpn"}),
+    "courier": frozenset({*_VERIFIED, "alpn", "require_alpn", "numbers"}),
+    "http": frozenset({*_VERIFIED, "tls", "path", "expect_status"}),
 }
-_ALL_OPTIONS: Final = ("sni", "alpn", "anchors", "tls", "path", "expect_status")
-_TARGET_KEYS: Final = ("host", "port", "check", "group", "interval", "timeout", *_ALL_OPTIONS)
+_ALL_OPTIONS: Final = (
+    "sni", "alpn", "require_alpn", "anchors", "expect_issuer", "tls", "path", "expect_status",
+    "numbers",
+)  # fmt: skip
+_TARGET_KEYS: Final = (
+    "host", "port", "check", "group", "interval", "timeout", "addresses", *_ALL_OPTIONS,
+)  # fmt: skip
+# Where a kind asks when the config names no port.
+_DEFAULT_PORTS: Final = {"dns": catalog.DNS_PORT, "ntp": 123}
+_ALPN_ID: Final = re.compile(r"[!-~]{1,255}")
+_ALPN_WHAT: Final = "a protocol id such as h2"
 
 _TOP_KEYS: Final = (
     "site", "probe_id", "collectors", "transport", "resolver", "trust", "schedule", "catalog",
-    "targets",
+    "apple", "proxy", "families", "targets", "spool",
 )  # fmt: skip
 _DEFAULT_INTERVAL: Final = 60.0
 _DEFAULT_TIMEOUT: Final = 10.0
 _NO_FILE_DIGEST: Final = digest(b"")
+_SPOOL_FILE: Final = "spool.sqlite"
+_SPOOL_MAX_MB: Final = 256
+_SPOOL_MAX_AGE: Final = 48 * 3600.0
+_MB: Final = 1024 * 1024
+
+
+def default_spool_path() -> str:
+    """Where results wait for the collector: systemd's StateDirectory= when run as a unit
+    (it exports STATE_DIRECTORY, colon-separated if several), else the XDG state home."""
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    base = Path(state) if state else Path.home() / ".local" / "state" / "courierwatch"
+    return str(base / _SPOOL_FILE)
 
 
 def default_probe_id() -> str:
@@ -73,10 +147,18 @@ class ProbeConfig:
     nameservers: tuple[str, ...] = ()  # IP addresses; empty: the system resolver configuration
     resolver_port: int = 53
     trust_anchors: tuple[str, ...] = ()  # extra PEM files trusted by every TLS check
+    trust_site: tuple[str, ...] = ()  # the site's own CAs (SSL inspection): chains are intercepted
     trust_system: bool = True  # also trust the system store
     concurrency: int = 32  # checks running at once
     jitter: float = 0.1  # fraction of the interval each run may move, to spread the load
-    targets: tuple[Target, ...] = ()
+    apple_ranges: tuple[sanity.Network, ...] = field(default_factory=lambda: catalog.apple().ranges)
+    pop_pattern: re.Pattern[str] = field(default_factory=lambda: catalog.apple().pop_pattern)
+    proxy: ProxySettings | None = None
+    families: tuple[str, ...] = ("ipv4",)  # resolved: "auto" is decided at load time
+    targets: tuple[Target, ...] = ()  # expanded per family and path
+    spool_path: str = field(default_factory=default_spool_path)  # SQLite file of unsent results
+    spool_max_bytes: int = _SPOOL_MAX_MB * _MB  # oldest results are dropped beyond this size
+    spool_max_age: float = _SPOOL_MAX_AGE  # seconds; older unsent results are dropped
     digest: str = _NO_FILE_DIGEST  # SHA-256 of the config file, sent to the collector
 
 
@@ -85,10 +167,12 @@ def load_probe_config(
     *,
     require_identity: bool = True,
     check_kinds: Collection[str] = DEFAULT_CHECK_KINDS,
+    host_has_ipv6: Callable[[], bool] = families.host_has_ipv6,
 ) -> ProbeConfig:
     """Read and validate a probe config file; path None gives the built-in defaults.
 
-    Raises ConfigError, whose str() is one line naming file, line and field.
+    Raises ConfigError, whose str() is one line naming file, line and field. host_has_ipv6
+    decides `families: auto` (tests pass their own).
     """
     doc = read_yaml(path)
     root = doc.root
@@ -106,9 +190,15 @@ def load_probe_config(
     resolver = root.section("resolver")
     resolver.check_keys("nameservers", "port")
     trust = root.section("trust")
-    trust.check_keys("anchors", "system")
+    trust.check_keys("anchors", "site", "system")
     schedule = root.section("schedule")
     schedule.check_keys("concurrency", "jitter")
+    spool = root.section("spool")
+    spool.check_keys("path", "max_mb", "max_age")
+    apple = _apple(root.section("apple"))
+    proxy = _proxy(root.section("proxy"))
+    chosen = _families(root, host_has_ipv6)
+    targets = _targets(root, check_kinds, apple)
 
     return ProbeConfig(
         source=doc.source,
@@ -119,19 +209,83 @@ def load_probe_config(
         nameservers=resolver.list_of("nameservers", to_ip),
         resolver_port=resolver.integer("port", 53, min=1, max=65535),
         trust_anchors=trust.files("anchors"),
+        trust_site=trust.files("site"),
         trust_system=trust.boolean("system", True),
         concurrency=schedule.integer("concurrency", 32, min=1, max=10000),
         jitter=schedule.number("jitter", 0.1, min=0, max=0.5),
-        targets=_targets(root, check_kinds),
+        apple_ranges=apple.ranges,
+        pop_pattern=apple.pop_pattern,
+        proxy=proxy,
+        families=chosen,
+        targets=expand(targets, chosen, proxy=proxy is not None),
+        spool_path=spool.path("path", None) or default_spool_path(),
+        spool_max_bytes=spool.integer("max_mb", _SPOOL_MAX_MB, min=1, max=65536) * _MB,
+        spool_max_age=spool.duration("max_age", _SPOOL_MAX_AGE),
         digest=doc.digest,
     )
 
 
-def _targets(root: Section, check_kinds: Collection[str]) -> tuple[Target, ...]:
-    merged = {target.key: target for target in _catalog_targets(root.section("catalog"))}
+@dataclass(frozen=True, slots=True)
+class _Apple:
+    ranges: tuple[sanity.Network, ...]
+    owned_groups: tuple[str, ...] | None  # None: as the catalog says
+    courier_numbers: tuple[int, ...]
+    pop_pattern: re.Pattern[str]
+
+
+def _apple(sec: Section) -> _Apple:
+    sec.check_keys("ranges", "owned_groups", "courier_numbers", "pop_pattern")
+    facts = catalog.apple()
+    ranges = sec.list_of("ranges", _from_string(lambda v: sanity.parse_ranges([v])[0]))
+    if sec.has("ranges") and not ranges:
+        raise sec.error("must list at least one range", "ranges")
+    known = catalog.groups()
+    return _Apple(
+        ranges=ranges or facts.ranges,
+        owned_groups=(
+            sec.list_of("owned_groups", to_choice(known, "catalog group"))
+            if sec.has("owned_groups")
+            else None
+        ),
+        courier_numbers=sec.value("courier_numbers", parse_numbers, facts.courier_numbers),
+        pop_pattern=sec.value("pop_pattern", _from_string(pop.compile_pattern), facts.pop_pattern),
+    )
+
+
+def _from_string(parse: Callable[[str], T]) -> Callable[[Any], T]:
+    """A converter for a parser of text: another YAML type is an error, not a crash."""
+
+    def convert(value: Any) -> T:
+        return parse(to_str()(value))
+
+    return convert
+
+
+def _proxy(sec: Section) -> ProxySettings | None:
+    sec.check_keys("url")
+    return sec.value("url", _from_string(parse_proxy_url), None)
+
+
+def _families(root: Section, host_has_ipv6: Callable[[], bool]) -> tuple[str, ...]:
+    if root.value("families", _auto_or_list, "auto") == "auto":
+        return ("ipv4", "ipv6") if host_has_ipv6() else ("ipv4",)
+    chosen = root.list_of("families", to_choice(FAMILIES, "address family"))
+    if not chosen:
+        raise root.error("must be auto or name at least one family", "families")
+    return tuple(dict.fromkeys(chosen))
+
+
+def _auto_or_list(value: Any) -> Any:
+    if value == "auto" or isinstance(value, list):
+        return value
+    raise ValueError(f"must be auto or a list of ipv4 and ipv6, got {describe(value)}")
+
+
+def _targets(root: Section, check_kinds: Collection[str], apple: _Apple) -> tuple[Target, ...]:
+    merged = {target.key: target for target in _catalog_targets(root.section("catalog"), apple)}
     seen: dict[tuple[str, int, str], str] = {}
     for sec in root.sections("targets"):
-        target = _custom_target(sec, check_kinds)
+        target = _custom_target(sec, check_kinds, apple)
         if target.key in seen:
             host, port, check = target.key
             host = f"[{host}]" if ":" in host else host
@@ -141,7 +295,7 @@ def _targets(root: Section, check_kinds: Collection[str]) -> tuple[Target, ...]:
     return tuple(merged.values())
 
 
-def _catalog_targets(sec: Section) -> list[Target]:
+def _catalog_targets(sec: Section, apple: _Apple) -> list[Target]:
     sec.check_keys("groups", "settings")
     known = catalog.groups()
     group_ids = (
@@ -168,10 +322,15 @@ def _catalog_targets(sec: Section) -> list[Target]:
                 group_id,
             )
         settings[group_id] = (interval, timeout)
-    return catalog.targets(group_ids, settings)
+    return catalog.targets(
+        group_ids,
+        settings,
+        courier_numbers=apple.courier_numbers,
+        apple_groups=apple.owned_groups,
+    )
 
 
-def _custom_target(sec: Section, check_kinds: Collection[str]) -> Target:
+def _custom_target(sec: Section, check_kinds: Collection[str], apple: _Apple) -> Target:
     sec.check_keys(*_TARGET_KEYS)
     check = sec.value("check", to_choice(check_kinds, "check kind"))
     # Options of other kinds are mistakes, not something to ignore quietly.
@@ -182,7 +341,7 @@ def _custom_target(sec: Section, check_kinds: Collection[str]) -> Target:
 
     host = sec.value("host", to_host)
     # A dns check asks port 53 whatever the service port; the catalog keys it the same way.
-    port = sec.integer("port", catalog.DNS_PORT if check == "dns" else REQUIRED, min=1, max=65535)
+    port = sec.integer("port", _DEFAULT_PORTS.get(check, REQUIRED), min=1, max=65535)
     interval = sec.duration("interval", _DEFAULT_INTERVAL)
     timeout = sec.duration("timeout", min(_DEFAULT_TIMEOUT, interval))
     if timeout > interval:
@@ -192,9 +351,23 @@ def _custom_target(sec: Section, check_kinds: Collection[str]) -> Target:
 
     tls = sec.boolean("tls", None)
     if check == "http" and not (tls if tls is not None else port != 80):
-        for key in ("sni", "anchors"):
+        for key in _VERIFIED:
             if sec.has(key):
                 raise sec.error("not valid for plain HTTP (tls: false, or port 80)", key)
+
+    courier = check == "courier"
+    alpn = sec.list_of("alpn", to_str(_ALPN_ID, _ALPN_WHAT)) or (
+        (catalog.COURIER_ALPN,) if courier else ()
+    )
+    require_alpn = sec.string("require_alpn", None, pattern=_ALPN_ID, what=_ALPN_WHAT)
+    if require_alpn is not None and require_alpn not in alpn:
+        if sec.has("alpn"):
+            raise sec.error(f"must be one of alpn ({', '.join(alpn)})", "require_alpn")
+        alpn = (require_alpn,)  # offering only what is required is the plain reading
+    anchors = sec.files("anchors") or (
+        (catalog.anchor_path(catalog.APPLE_ROOT),) if courier else ()
+    )
+    numbers = sec.value("numbers", parse_numbers, apple.courier_numbers if courier else ())
 
     return Target(
         host=host,
@@ -204,9 +377,13 @@ def _custom_target(sec: Section, check_kinds: Collection[str]) -> Target:
         interval=interval,
         timeout=timeout,
         sni=sec.value("sni", to_host, None),
-        alpn=sec.list_of("alpn", to_str(re.compile(r"[!-~]{1,255}"), "a protocol id such as h2")),
-        anchors=sec.files("anchors"),
+        alpn=alpn,
+        require_alpn=require_alpn,
+        anchors=anchors,
+        expect_issuer=sec.list_of("expect_issuer", to_str(re.compile(r".+"), "a non-empty name")),
         tls=tls,
         path=sec.string("path", "/", pattern=re.compile(r"/\S*"), what="a path starting with /"),
         expect_status=sec.list_of("expect_status", to_int(100, 599)),
+        numbers=numbers,
+        addresses=sec.value("addresses", to_choice(ADDRESS_POLICIES, "address policy"), "any"),
     )

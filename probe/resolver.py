@@ -20,12 +20,25 @@ import dns.resolver
 from courierwatch.probe.checks.base import CheckFailure
 from courierwatch.v1 import courierwatch_pb2 as pb
 
+# Record types asked, by the family a target is bound to ("": either, v4 first).
+_RDTYPES = {
+    "": (dns.rdatatype.A, dns.rdatatype.AAAA),
+    "ipv4": (dns.rdatatype.A,),
+    "ipv6": (dns.rdatatype.AAAA,),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
     addresses: tuple[str, ...]  # A answers first, then AAAA
     cname_chain: tuple[str, ...]  # names followed, without the query name or trailing dots
     seconds: float | None  # None: nothing was looked up (the name is an address)
+
+
+# Lookups in flight at once (each one or two queries). `courierwatch check` starts every check
+# together; a site resolver such as dnsmasq (Pi-hole) refuses beyond 150 concurrent forwards
+# and a burst can overflow a UDP receive buffer, which would read as DNS failures.
+MAX_LOOKUPS = 32
 
 
 class Resolver:
@@ -35,18 +48,20 @@ class Resolver:
         if nameservers:
             self._resolver.nameservers = list(nameservers)
         self._resolver.port = port
+        self._slots = asyncio.Semaphore(MAX_LOOKUPS)
 
-    async def resolve(self, name: str, lifetime: float) -> Resolution:
-        """Look up A and AAAA in parallel; if neither gives an address, raise the DNS outcome."""
+    async def resolve(self, name: str, lifetime: float, family: str = "") -> Resolution:
+        """Look up A and AAAA in parallel (only one of them for family "ipv4" or "ipv6"); if
+        none gives an address, raise the DNS outcome."""
         if is_ip(name):
             return Resolution((name,), (), None)
-        started = time.perf_counter()
-        answers = await asyncio.gather(
-            self._query(name, dns.rdatatype.A, lifetime),
-            self._query(name, dns.rdatatype.AAAA, lifetime),
-            return_exceptions=True,
-        )
-        seconds = time.perf_counter() - started
+        async with self._slots:  # the wait for a slot is not the resolver's time
+            started = time.perf_counter()
+            answers = await asyncio.gather(
+                *(self._query(name, rdtype, lifetime) for rdtype in _RDTYPES[family]),
+                return_exceptions=True,
+            )
+            seconds = time.perf_counter() - started
         addresses: list[str] = []
         chain: tuple[str, ...] = ()
         for answer in answers:
@@ -55,7 +70,7 @@ class Resolver:
                 chain = chain or _cname_chain(answer)
         if addresses:
             return Resolution(tuple(addresses), chain, seconds)
-        raise _failure(name, [a for a in answers if isinstance(a, BaseException)])
+        raise _failure(name, family, [a for a in answers if isinstance(a, BaseException)])
 
     async def _query(self, name: str, rdtype: dns.rdatatype.RdataType, lifetime: float) -> object:
         return await self._resolver.resolve(name, rdtype, lifetime=lifetime, search=False)
@@ -75,7 +90,7 @@ def _cname_chain(answer: dns.resolver.Answer) -> tuple[str, ...]:
     )
 
 
-def _failure(name: str, errors: list[BaseException]) -> CheckFailure:
+def _failure(name: str, family: str, errors: list[BaseException]) -> CheckFailure:
     """The most telling error of the two lookups decides the outcome."""
     for error in errors:
         if isinstance(error, dns.resolver.NXDOMAIN):
@@ -87,5 +102,6 @@ def _failure(name: str, errors: list[BaseException]) -> CheckFailure:
         if isinstance(error, dns.exception.Timeout):
             return CheckFailure(pb.OUTCOME_DNS_TIMEOUT, f"{name}: no DNS answer in time")
     if all(isinstance(e, dns.resolver.NoAnswer) for e in errors):
-        return CheckFailure(pb.OUTCOME_DNS_NO_ADDRESS, f"{name}: no A or AAAA record")
+        wanted = " or ".join(map(dns.rdatatype.to_text, _RDTYPES[family]))
+        return CheckFailure(pb.OUTCOME_DNS_NO_ADDRESS, f"{name}: no {wanted} record")
     return CheckFailure(pb.OUTCOME_ERROR, f"{name}: {errors[0]!r}")

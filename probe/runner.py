@@ -20,6 +20,8 @@ def new_result(target: Target) -> pb.Result:
         check=target.check,
         group=target.group,
         interval_seconds=target.interval,
+        address_family=target.family,
+        via=target.via,
     )
     result.started_at.GetCurrentTime()
     return result
@@ -36,13 +38,21 @@ async def run_check(target: Target, ctx: CheckContext) -> pb.Result:
     except CheckFailure as failure:
         result.outcome, result.detail = failure.outcome, failure.detail
     except TimeoutError:
-        if not result.phases.HasField("dns") and not is_ip(target.host):
-            result.outcome, result.detail = pb.OUTCOME_DNS_TIMEOUT, "no DNS answer in time"
-        else:
-            result.outcome, result.detail = pb.OUTCOME_TIMEOUT, "no answer in time"
+        result.outcome, result.detail = _timed_out(target, result)
     except Exception as error:  # an unexpected error is a finding about this target, not a crash
         result.outcome, result.detail = classify(error)
     else:
         result.outcome = pb.OUTCOME_OK
     result.phases.total = time.perf_counter() - started
     return result
+
+
+def _timed_out(target: Target, result: pb.Result) -> tuple[pb.Outcome.ValueType, str]:
+    """Which step the clock ran out in: DNS (ours; through a proxy there is none), or after."""
+    if target.via == "proxy":
+        if result.phases.HasField("connect"):
+            return pb.OUTCOME_TIMEOUT, "no answer in time through the proxy"
+        return pb.OUTCOME_TIMEOUT, "the proxy did not answer in time"
+    if not result.phases.HasField("dns") and not is_ip(target.host):
+        return pb.OUTCOME_DNS_TIMEOUT, "no DNS answer in time"
+    return pb.OUTCOME_TIMEOUT, "no answer in time"

@@ -48,7 +48,7 @@ class Scheduler:
         """Run every target's loop until cancelled."""
         async with asyncio.TaskGroup() as group:
             for target in self._targets:
-                group.create_task(self._loop(target), name=f"check {target.key}")
+                group.create_task(self._loop(target), name=f"check {target.series}")
 
     async def _loop(self, target: Target) -> None:
         loop = asyncio.get_running_loop()

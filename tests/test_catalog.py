@@ -44,17 +44,41 @@ def test_every_group_loads_with_its_defaults() -> None:
         }
 
 
-def test_push_courier_is_tls_with_apple_sni_alpn_and_root() -> None:
+def test_push_couriers_are_logical_courier_checks_on_5223_and_443() -> None:
     targets = by_key(catalog.targets(["push"]))
     for port in (5223, 443):
-        courier = targets[("1-courier.push.apple.com", port, "tls")]
+        courier = targets[("courier.push.apple.com", port, "courier")]
+        # Dialled as N-courier.push.apple.com, verified as the logical name, as devices do.
         assert courier.server_name == "courier.push.apple.com"
+        assert courier.numbers == tuple(range(1, 51))
         assert courier.alpn == ("apns-security-v3",)
+        assert (courier.addresses, courier.expect_issuer) == ("apple", ("Apple",))
         (anchor,) = courier.anchors
         assert Path(anchor).is_absolute()
         assert anchor == catalog.anchor_path("apple-root-ca.pem")
         cert = x509.load_pem_x509_certificate(Path(anchor).read_bytes())
         assert cert.fingerprint(hashes.SHA256()).hex(":").upper() == APPLE_ROOT_SHA256
+    # Its dns series rotates through the numbered names too (the bare name does not resolve).
+    assert targets[("courier.push.apple.com", catalog.DNS_PORT, "dns")].numbers == tuple(
+        range(1, 51)
+    )
+    assert not any(t.host.endswith("-courier.push.apple.com") for t in targets.values())
+
+
+def test_apple_facts_and_overrides() -> None:
+    facts = catalog.apple()
+    assert [str(net) for net in facts.ranges][:1] == ["17.0.0.0/8"]
+    assert any(net.version == 6 for net in facts.ranges)
+    match = facts.pop_pattern.fullmatch("apac-asia-courier-4.push-apple.com.akadns.net")
+    assert match and match["pop"] == "apac-asia"
+    owned = {t.group for t in catalog.targets() if t.addresses == "apple"}
+    assert owned == {"push", "push_provider"}
+    assert {t.addresses for t in catalog.targets() if t.group not in owned} == {"public"}
+    custom = catalog.targets(
+        ["push", "device_setup"], courier_numbers=(1, 2), apple_groups=["device_setup"]
+    )
+    assert {t.numbers for t in custom if t.host == "courier.push.apple.com"} == {(1, 2)}
+    assert {t.group for t in custom if t.addresses == "apple"} == {"device_setup"}
 
 
 def test_anchor_path_only_serves_bundled_pems() -> None:
@@ -70,11 +94,13 @@ def test_no_wildcards_ranges_or_retired_provider_api() -> None:
         assert target.host not in RETIRED
 
 
-def test_provider_api_on_443_and_2197() -> None:
+def test_provider_api_on_443_and_2197_must_negotiate_h2() -> None:
     targets = by_key(catalog.targets(["push_provider"]))
     for host in ("api.push.apple.com", "api.sandbox.push.apple.com"):
         for port in (443, 2197):
-            assert targets[(host, port, "tls")].alpn == ("h2",)
+            target = targets[(host, port, "tls")]
+            assert (target.alpn, target.require_alpn) == (("h2", "http/1.1"), "h2")
+            assert "USERTrust" in target.expect_issuer
 
 
 def test_overrides_apply_per_group_and_none_keeps_default() -> None:
@@ -112,10 +138,11 @@ def test_keys_unique_first_group_wins_order_stable() -> None:
 def test_every_host_has_a_dns_target() -> None:
     targets = catalog.targets()
     assert {t.host for t in targets} == {t.host for t in targets if t.check == "dns"}
-    assert {t.check for t in targets} == {"dns", "tcp", "tls", "http"}
-    # NTP is UDP: only its name is checked for now.
+    assert {t.check for t in targets} == {"dns", "tcp", "tls", "http", "courier", "ntp"}
+    # NTP is a real SNTP query, beside the name.
     assert [t.key for t in targets if t.host == "time.apple.com"] == [
-        ("time.apple.com", catalog.DNS_PORT, "dns")
+        ("time.apple.com", catalog.DNS_PORT, "dns"),
+        ("time.apple.com", 123, "ntp"),
     ]
 
 
@@ -135,9 +162,17 @@ def _endpoint(data: dict[str, Any]) -> dict[str, Any]:
         (lambda d: d["groups"].append(d["groups"][0]), "duplicate group id 'push'"),
         (lambda d: _endpoint(d).update(host="*.push.apple.com"), "wildcards"),
         (lambda d: _endpoint(d).update(ports=["5223"]), r"\.ports: '5223' is not a port"),
-        (lambda d: _endpoint(d).update(check="ntp"), r"\.check: 'ntp' is not one of"),
+        (lambda d: _endpoint(d).update(check="udp"), r"\.check: 'udp' is not one of"),
+        (lambda d: _endpoint(d).update(numbers="1-3"), r"\.numbers: unknown field"),
+        (lambda d: d["apple"].update(pop_pattern="(no-group)"), r"apple: needs a named group"),
+        (lambda d: d["apple"].update(ranges=["17/8x"]), r"apple: '17/8x' is not an address"),
+        (lambda d: d["groups"][0].update(addresses="mine"), r"\.addresses: expected apple or"),
+        (
+            lambda d: d["groups"][1]["endpoints"][0].update(require_alpn="h3"),
+            r"\.require_alpn: must be one of the protocols in alpn",
+        ),
         (lambda d: _endpoint(d).update(anchors=["gone.pem"]), "no bundled trust anchor"),
-        (lambda d: _endpoint(d).update(proto="tls"), r"\(1-courier\.push\.apple\.com\)\.proto"),
+        (lambda d: _endpoint(d).update(proto="tls"), r"\(courier\.push\.apple\.com\)\.proto"),
         (lambda d: _endpoint(d).pop("check"), r"\.alpn: not allowed"),
     ],
 )

@@ -8,13 +8,7 @@ from courierwatch.probe.runner import run_check
 from courierwatch.probe.targets import Target
 from courierwatch.probe.trust import TrustStore
 from courierwatch.v1 import courierwatch_pb2 as pb
-from fakeapple import COURIER_ALPN, COURIER_SNI, FakeApple
-
-
-@pytest.fixture
-async def apple(tmp_path):
-    async with FakeApple(tmp_path) as apple:
-        yield apple
+from fakeapple import COURIER_ALPN, COURIER_SNI
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.configfile import BUILTIN, ConfigError, TransportConfig, read_yaml, to_duration
 from courierwatch.probe import catalog
 from courierwatch.probe.config import ProbeConfig, load_probe_config
+from courierwatch.probe.proxy import ProxySettings
+from courierwatch.probe.targets import expand
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -190,7 +192,7 @@ def test_unknown_check_kind(tmp_path: Path) -> None:
     path = write(tmp_path, "targets:\n  - {host: a.example, port: 443, check: tpc}\n")
     assert probe_error(path) == (
         f"{path}:2: targets[0].check: unknown check kind 'tpc' "
-        "(did you mean 'tcp'? valid: dns, http, tcp, tls)"
+        "(did you mean 'tcp'? valid: courier, dns, http, ntp, tcp, tls)"
     )
 
 
@@ -353,45 +355,46 @@ def test_config_error_pickles() -> None:
 # --- happy paths ---
 
 
+def v4_only() -> bool:
+    return False
+
+
 def test_defaults_only_config_has_every_catalog_target() -> None:
-    config = load_probe_config(None, require_identity=False)
+    config = load_probe_config(None, require_identity=False, host_has_ipv6=v4_only)
     assert config.source == BUILTIN
     assert config.site == "local"
     assert config.digest == EMPTY_SHA256
-    assert config.targets == tuple(catalog.targets())
+    assert config.families == ("ipv4",)
+    assert config.targets == expand(catalog.targets(), ("ipv4",), proxy=False)
     assert config.targets  # the catalog is not empty
     assert (config.concurrency, config.jitter, config.trust_system) == (32, 0.1, True)
+    assert (config.proxy, config.trust_site) == (None, ())
+    assert config.apple_ranges == catalog.apple().ranges
 
 
 def test_custom_target_replaces_the_catalog_one_in_place(tmp_path: Path) -> None:
-    courier = next(t for t in catalog.targets(["push"]) if t.check == "tls")
+    bag = next(t for t in catalog.targets(["push"]) if t.check == "http")
     path = write(
         tmp_path,
         f"""
         catalog:
           groups: [push]
         targets:
-          - host: {courier.host}
-            port: {courier.port}
-            check: tls
-            sni: courier.push.apple.com
+          - host: {bag.host}
+            port: {bag.port}
+            check: http
+            path: /bag
             interval: 10s
           - {{host: 192.0.2.1, port: 22, check: tcp, group: lab}}
         """,
     )
-    config = load_probe_config(path, require_identity=False)
-    expected = list(catalog.targets(["push"]))
-    index = expected.index(courier)
-    ours = config.targets[index]
-    assert (ours.key, ours.group, ours.interval, ours.timeout, ours.anchors) == (
-        courier.key,
-        "custom",
-        10.0,
-        10.0,
-        (),
-    )
-    assert len(config.targets) == len(expected) + 1
-    assert config.targets[-1].key == ("192.0.2.1", 22, "tcp")
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=v4_only)
+    keys = list(dict.fromkeys(t.key for t in config.targets))
+    assert keys == [t.key for t in catalog.targets(["push"])] + [("192.0.2.1", 22, "tcp")]
+    ours = [t for t in config.targets if t.key == bag.key]
+    assert [(t.group, t.interval, t.timeout, t.family, t.addresses) for t in ours] == [
+        ("custom", 10.0, 10.0, "ipv4", "any")
+    ]
     assert config.targets[-1].group == "lab"
 
 
@@ -526,3 +529,148 @@ def test_read_yaml_remembers_lines_and_digest(tmp_path: Path) -> None:
     assert (doc.root.line_of("outer"), outer.line_of("inner")) == (3, 4)
     assert outer.list_of("inner", int) == (1, 2)
     assert read_yaml(None).digest == EMPTY_SHA256
+
+
+# --- spool ---
+
+
+def test_spool_defaults_follow_systemd_state_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/courierwatch:/var/lib/other")
+    config = load_probe_config(None, require_identity=False)
+    assert config.spool_path == "/var/lib/courierwatch/spool.sqlite"
+    assert (config.spool_max_bytes, config.spool_max_age) == (256 * 1024 * 1024, 48 * 3600.0)
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("HOME", "/home/pi")
+    assert load_probe_config(None, require_identity=False).spool_path == (
+        "/home/pi/.local/state/courierwatch/spool.sqlite"
+    )
+
+
+def test_spool_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "spool: {path: state/q.sqlite, max_mb: 8, max_age: 90m}\n")
+    config = load_probe_config(path, require_identity=False)
+    assert config.spool_path == str(tmp_path / "state" / "q.sqlite")  # need not exist yet
+    assert (config.spool_max_bytes, config.spool_max_age) == (8 * 1024 * 1024, 5400.0)
+
+
+@pytest.mark.parametrize(
+    ("spool", "message"),
+    [
+        ("{max_mb: 0}", "spool.max_mb: must be an integer from 1 to 65536, got 0"),
+        ("{max_mb: 1.5}", "spool.max_mb: must be an integer from 1 to 65536, got 1.5"),
+        (
+            "{max_age: 2 days}",
+            "spool.max_age: must be a duration > 0 such as 30s, 2m, 1h or "
+            "500ms (a number means seconds), got '2 days'",
+        ),
+        ("{path: ''}", "spool.path: must be a file path, got ''"),
+        ("{max_size: 9}", "spool: unknown key 'max_size' (did you mean 'max_age'?)"),
+    ],
+)
+def test_spool_errors(tmp_path: Path, spool: str, message: str) -> None:
+    path = write(tmp_path, f"spool: {spool}\n")
+    assert probe_error(path) == f"{path}:1: {message}"
+
+
+def test_spool_path_must_not_be_a_directory(tmp_path: Path) -> None:
+    path = write(tmp_path, "spool:\n  path: .\n")
+    assert probe_error(path) == (
+        f"{path}:2: spool.path: '{tmp_path}' is a directory; name a file in it"
+    )
+
+
+# --- Apple facts, proxy, families, site anchors, courier and ntp targets ---
+
+
+def test_apple_proxy_families_and_site_anchors(tmp_path: Path) -> None:
+    files = pems(tmp_path)
+    path = write(
+        tmp_path,
+        r"""
+        trust: {site: [ca.pem]}
+        apple:
+          ranges: [17.0.0.0/8, 127.0.0.0/8]
+          owned_groups: [push]
+          courier_numbers: 1-3, 7
+          pop_pattern: '(?P<pop>[a-z-]+)-edge-\d+\.example'
+        proxy: {url: "http://proxy.example:3128"}
+        families: [ipv4, ipv6]
+        catalog: {groups: [push, push_provider]}
+        targets:
+          - {host: courier.lab.example, port: 5223, check: courier, expect_issuer: [Lab]}
+          - {host: time.lab.example, check: ntp}
+          - {host: api.lab.example, port: 443, check: tls, require_alpn: h2, addresses: apple}
+        """,
+    )
+    config = load_probe_config(path, require_identity=False)
+    assert config.trust_site == (files["ca"],)
+    assert [str(net) for net in config.apple_ranges] == ["17.0.0.0/8", "127.0.0.0/8"]
+    assert config.pop_pattern.fullmatch("us-ne-edge-4.example")["pop"] == "us-ne"
+    assert config.proxy == ProxySettings("proxy.example", 3128)
+    assert config.families == ("ipv4", "ipv6")
+    by_group = {t.group: t.addresses for t in config.targets if t.group != "custom"}
+    assert by_group == {"push": "apple", "push_provider": "public"}
+    assert {t.numbers for t in config.targets if t.check == "courier"} == {(1, 2, 3, 7)}
+
+    lab = [t for t in config.targets if t.host == "courier.lab.example"]
+    assert [(t.family, t.via) for t in lab] == [
+        ("ipv4", "direct"),
+        ("ipv6", "direct"),
+        ("", "proxy"),
+    ]
+    courier = lab[0]
+    assert (courier.alpn, courier.anchors, courier.expect_issuer) == (
+        (catalog.COURIER_ALPN,),
+        (catalog.anchor_path(catalog.APPLE_ROOT),),
+        ("Lab",),
+    )
+    ntp = [(t.port, t.family, t.via) for t in config.targets if t.check == "ntp"]
+    assert ntp == [(123, "ipv4", "direct"), (123, "ipv6", "direct")]  # no UDP through CONNECT
+    api = next(t for t in config.targets if t.host == "api.lab.example")
+    assert (api.alpn, api.require_alpn, api.addresses) == (("h2",), "h2", "apple")
+    assert all(t.family == "" and t.via == "direct" for t in config.targets if t.check == "dns")
+
+
+def test_families_auto_follows_the_host() -> None:
+    assert load_probe_config(None, require_identity=False, host_has_ipv6=lambda: True).families == (
+        "ipv4",
+        "ipv6",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("apple: {ranges: [nope]}",
+         "apple.ranges[0]: 'nope' is not an address range such as 17.0.0.0/8"),
+        ("apple: {ranges: []}", "apple.ranges: must list at least one range"),
+        ("apple: {owned_groups: [pushh]}", "apple.owned_groups[0]: unknown catalog group 'pushh'"),
+        ("apple: {courier_numbers: 5-1}", "apple.courier_numbers: '5-1' runs backwards"),
+        ("apple: {courier_numbers: 1-5000}",
+         "apple.courier_numbers: '1-5000' is more than 1000 numbers"),
+        ("apple: {pop_pattern: x}", "apple.pop_pattern: needs a named group (?P<pop>...)"),
+        ("apple: {pop_pattern: '(?P<pop>'}", "apple.pop_pattern: not a regular expression"),
+        ("proxy: {url: 'https://p:1'}",
+         "proxy.url: must be an http:// proxy URL, got 'https://p:1'"),
+        ("proxy: {url: 'http://me:pw@p:1'}",
+         "proxy.url: apsd cannot use an authenticated proxy: leave credentials out"),
+        ("proxy: {url: 'http://p'}", "proxy.url: must name the host and port"),
+        ("proxy: {url: 3128}", "proxy.url: must be a string, got 3128"),
+        ("families: [ipv4, ipv5]", "families[1]: unknown address family 'ipv5'"),
+        ("families: yes", "families: must be auto or a list of ipv4 and ipv6, got true"),
+        ("families: []", "families: must be auto or name at least one family"),
+        ("targets: [{host: a.example, port: 443, check: tls, alpn: [h2], require_alpn: h3}]",
+         "targets[0].require_alpn: must be one of alpn (h2)"),
+        ("targets: [{host: a.example, port: 443, check: tcp, numbers: 1-3}]",
+         "targets[0].numbers: not valid for a tcp check"),
+        ("targets: [{host: a.example, check: dns, numbers: 3-1}]",
+         "targets[0].numbers: '3-1' runs backwards"),
+        ("targets: [{host: a.example, port: 443, check: tcp, addresses: mine}]",
+         "targets[0].addresses: unknown address policy 'mine'"),
+        ("targets: [{host: a.example, port: 80, check: http, expect_issuer: [Apple]}]",
+         "targets[0].expect_issuer: not valid for plain HTTP (tls: false, or port 80)"),
+    ],
+)  # fmt: skip
+def test_new_keys_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text + "\n")
+    assert probe_error(path).startswith(f"{path}:1: {message}")

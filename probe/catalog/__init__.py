@@ -15,14 +15,20 @@ from typing import Any, NoReturn
 
 import yaml
 
+from courierwatch.probe import pop, sanity
+from courierwatch.probe.rotation import parse_numbers
 from courierwatch.probe.targets import Target
 
 __all__ = [
+    "APPLE_ROOT",
+    "COURIER_ALPN",
     "DNS_PORT",
+    "AppleFacts",
     "CatalogError",
     "Group",
     "UnknownGroupError",
     "anchor_path",
+    "apple",
     "groups",
     "targets",
 ]
@@ -32,18 +38,28 @@ _FILE = "apple.yaml"
 
 # A dns target still needs a port for its key (host, port, check); 53 is where the question goes.
 DNS_PORT = 53
+# What a courier check offers and trusts unless told otherwise: what devices do.
+COURIER_ALPN = "apns-security-v3"
+APPLE_ROOT = "apple-root-ca.pem"
 
-_KINDS = frozenset({"dns", "tcp", "tls", "http"})
+_KINDS = frozenset({"dns", "tcp", "tls", "http", "courier", "ntp"})
 _DEFAULT_KIND = {80: "http", 443: "tls"}  # any other port: tcp
 _ID = re.compile(r"[a-z][a-z0-9_]*\Z")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})+\Z")
 
+_APPLE_KEYS = {"ranges", "courier_numbers", "pop_pattern"}
 _GROUP_KEYS = {"id", "title", "critical", "interval", "timeout", "endpoints"}
+_GROUP_OPTIONAL = {"addresses", "expect_issuer"}
 _ENDPOINT_REQUIRED = {"host", "purpose"}
 _ENDPOINT_OPTIONAL = {"ports", "check", "verified"}
-_TLS_OPTIONS = {"sni", "alpn", "anchors"}  # only with an explicit check: tls or http
-_HTTP_OPTIONS = {"tls", "path", "expect_status"}  # only with check: http
+# Options by the explicit check they need (a check chosen by port takes none).
+_OPTIONS = {
+    "tls": {"sni", "alpn", "require_alpn", "anchors"},
+    "courier": {"alpn", "anchors"},
+    "http": {"sni", "alpn", "anchors", "tls", "path", "expect_status"},
+}
+_ALL_OPTIONS = set().union(*_OPTIONS.values())
 
 
 class CatalogError(ValueError):
@@ -59,12 +75,23 @@ class UnknownGroupError(KeyError):
 
 
 @dataclass(frozen=True, slots=True)
+class AppleFacts:
+    """What answers from Apple look like: the catalog's `apple` section."""
+
+    ranges: tuple[sanity.Network, ...]  # where Apple-owned names resolve
+    courier_numbers: tuple[int, ...]  # N of N-courier.push.apple.com
+    pop_pattern: re.Pattern[str]  # names the POP in a courier CNAME chain
+
+
+@dataclass(frozen=True, slots=True)
 class Group:
     id: str
     title: str
     critical: bool  # an outage stops enrolment, management or push
     interval: float  # default seconds between runs
     timeout: float  # default seconds for one run
+    apple_addresses: bool = False  # its names must resolve into Apple's ranges
+    expect_issuer: tuple[str, ...] = ()  # one of these must be in the chain's issuers
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +101,7 @@ class _Endpoint:
     check: str | None  # None: chosen per port
     sni: str | None
     alpn: tuple[str, ...]
+    require_alpn: str | None
     anchors: tuple[str, ...]  # absolute paths
     tls: bool | None
     path: str
@@ -88,41 +116,73 @@ class _GroupEntry:
     endpoints: tuple[_Endpoint, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Catalog:
+    apple: AppleFacts
+    entries: tuple[_GroupEntry, ...]
+
+
 def groups() -> dict[str, Group]:
     """Every catalog group by id, in file order (critical groups first)."""
-    return {entry.group.id: entry.group for entry in _catalog()}
+    return {entry.group.id: entry.group for entry in _catalog().entries}
+
+
+def apple() -> AppleFacts:
+    """The catalog's facts about Apple's network, defaults for the probe config's `apple`."""
+    return _catalog().apple
 
 
 def targets(
     group_ids: Iterable[str] | None = None,
     settings: Mapping[str, tuple[float | None, float | None]] | None = None,
+    *,
+    courier_numbers: tuple[int, ...] | None = None,
+    apple_groups: Iterable[str] | None = None,
 ) -> list[Target]:
     """Targets of the chosen groups (None: all), one per (host, port, check).
 
     settings maps a group id to (interval, timeout); None in either place keeps the catalog's
     value. A key shared by several chosen groups belongs to the one earliest in the file, whatever
     the order of group_ids, so the result does not depend on how a config lists them.
+    courier_numbers replaces apple.courier_numbers; apple_groups replaces the set of groups whose
+    names must resolve into Apple's ranges (the others must resolve to public addresses).
     """
     catalog = _catalog()
-    known = [entry.group.id for entry in catalog]
-    if isinstance(group_ids, str):  # a lone id would otherwise be read letter by letter
-        group_ids = (group_ids,)
+    known = [entry.group.id for entry in catalog.entries]
+    group_ids = _ids(group_ids)
     wanted = set(known) if group_ids is None else set(group_ids)
     overrides = dict(settings or {})
-    _require_known(wanted | set(overrides), known)
+    apple_groups = _ids(apple_groups)
+    owned = (
+        {e.group.id for e in catalog.entries if e.group.apple_addresses}
+        if apple_groups is None
+        else set(apple_groups)
+    )
+    _require_known(wanted | set(overrides) | owned, known)
+    numbers = catalog.apple.courier_numbers if courier_numbers is None else courier_numbers
 
     found: dict[tuple[str, int, str], Target] = {}
-    for entry in catalog:
+    for entry in catalog.entries:
         group = entry.group
         if group.id not in wanted:
             continue
         interval, timeout = overrides.get(group.id, (None, None))
-        interval = _override(group.id, "interval", interval, group.interval)
-        timeout = _override(group.id, "timeout", timeout, group.timeout)
+        common = {
+            "group": group.id,
+            "interval": _override(group.id, "interval", interval, group.interval),
+            "timeout": _override(group.id, "timeout", timeout, group.timeout),
+            "addresses": "apple" if group.id in owned else "public",
+            "expect_issuer": group.expect_issuer,
+        }
         for endpoint in entry.endpoints:
-            for target in _expand(endpoint, group.id, interval, timeout):
+            for target in _expand(endpoint, numbers, common):
                 found.setdefault(target.key, target)
     return list(found.values())
+
+
+def _ids(ids: Iterable[str] | None) -> Iterable[str] | None:
+    # A lone id would otherwise be read letter by letter.
+    return (ids,) if isinstance(ids, str) else ids
 
 
 def anchor_path(name: str) -> str:
@@ -149,11 +209,14 @@ def _override(group_id: str, name: str, value: float | None, default: float) -> 
     return float(value)
 
 
-def _expand(endpoint: _Endpoint, group_id: str, interval: float, timeout: float) -> list[Target]:
-    common = {"group": group_id, "interval": interval, "timeout": timeout}
+def _expand(
+    endpoint: _Endpoint, courier_numbers: tuple[int, ...], common: Mapping[str, Any]
+) -> list[Target]:
+    # A courier host is a logical name: it and its dns series dial the numbered names.
+    numbers = courier_numbers if endpoint.check == "courier" else ()
     # Every host gets a dns series first: it carries the CNAME chain and tells "blocked by DNS"
     # apart from "blocked on the wire".
-    out = [Target(endpoint.host, DNS_PORT, "dns", **common)]
+    out = [Target(endpoint.host, DNS_PORT, "dns", numbers=numbers, **common)]
     for port in endpoint.ports:
         out.append(
             Target(
@@ -162,10 +225,12 @@ def _expand(endpoint: _Endpoint, group_id: str, interval: float, timeout: float)
                 endpoint.check or _DEFAULT_KIND.get(port, "tcp"),
                 sni=endpoint.sni,
                 alpn=endpoint.alpn,
+                require_alpn=endpoint.require_alpn,
                 anchors=endpoint.anchors,
                 tls=endpoint.tls,
                 path=endpoint.path,
                 expect_status=endpoint.expect_status,
+                numbers=numbers,
                 **common,
             )
         )
@@ -173,7 +238,7 @@ def _expand(endpoint: _Endpoint, group_id: str, interval: float, timeout: float)
 
 
 @functools.cache
-def _catalog() -> tuple[_GroupEntry, ...]:
+def _catalog() -> _Catalog:
     try:
         data = yaml.safe_load((_HERE / _FILE).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
@@ -181,8 +246,8 @@ def _catalog() -> tuple[_GroupEntry, ...]:
     return _parse(data)
 
 
-def _parse(data: object) -> tuple[_GroupEntry, ...]:
-    top = _mapping(data, "top level", required={"version", "groups"})
+def _parse(data: object) -> _Catalog:
+    top = _mapping(data, "top level", required={"version", "apple", "groups"})
     if top["version"] != 1:
         _fail("version", f"expected 1, got {top['version']!r}")
     raw_groups = top["groups"]
@@ -196,11 +261,25 @@ def _parse(data: object) -> tuple[_GroupEntry, ...]:
             _fail(f"groups[{index}].id", f"duplicate group id {entry.group.id!r}")
         seen.add(entry.group.id)
         entries.append(entry)
-    return tuple(entries)
+    return _Catalog(_parse_apple(top["apple"]), tuple(entries))
+
+
+def _parse_apple(raw: object) -> AppleFacts:
+    fields = _mapping(raw, "apple", required=_APPLE_KEYS)
+    ranges = _strings(fields["ranges"], "apple.ranges")
+    pattern = _string(fields["pop_pattern"], "apple.pop_pattern")
+    try:
+        return AppleFacts(
+            sanity.parse_ranges(ranges),
+            parse_numbers(fields["courier_numbers"]),
+            pop.compile_pattern(pattern),
+        )
+    except ValueError as exc:
+        _fail("apple", str(exc))
 
 
 def _parse_group(raw: object, where: str) -> _GroupEntry:
-    fields = _mapping(raw, where, required=_GROUP_KEYS)
+    fields = _mapping(raw, where, required=_GROUP_KEYS, optional=_GROUP_OPTIONAL)
     group_id = _string(fields["id"], f"{where}.id")
     if not _ID.match(group_id):
         _fail(f"{where}.id", f"{group_id!r} is not snake_case")
@@ -211,6 +290,8 @@ def _parse_group(raw: object, where: str) -> _GroupEntry:
         critical=_boolean(fields["critical"], f"{where}.critical"),
         interval=_seconds(fields["interval"], f"{where}.interval"),
         timeout=_seconds(fields["timeout"], f"{where}.timeout"),
+        apple_addresses=_addresses(fields.get("addresses", "public"), f"{where}.addresses"),
+        expect_issuer=_strings(fields.get("expect_issuer", []), f"{where}.expect_issuer"),
     )
     if group.timeout > group.interval:
         _fail(f"{where}.timeout", "must not exceed the interval")
@@ -223,7 +304,7 @@ def _parse_group(raw: object, where: str) -> _GroupEntry:
     )
     keys: set[tuple[str, int, str]] = set()
     for index, endpoint in enumerate(endpoints):
-        for target in _expand(endpoint, group.id, group.interval, group.timeout)[1:]:
+        for target in _expand(endpoint, (), {})[1:]:
             if target.key in keys:
                 _fail(f"{where}.endpoints[{index}]", f"{target.key} is listed twice in the group")
             keys.add(target.key)
@@ -233,7 +314,7 @@ def _parse_group(raw: object, where: str) -> _GroupEntry:
 def _parse_endpoint(raw: object, where: str) -> _Endpoint:
     if isinstance(raw, dict) and isinstance(raw.get("host"), str):
         where = f"{where} ({raw['host']})"  # a host is quicker to find in the file than an index
-    optional = _ENDPOINT_OPTIONAL | _TLS_OPTIONS | _HTTP_OPTIONS
+    optional = _ENDPOINT_OPTIONAL | _ALL_OPTIONS
     fields = _mapping(raw, where, required=_ENDPOINT_REQUIRED, optional=optional)
     host = _string(fields["host"], f"{where}.host")
     if "*" in host or "/" in host:
@@ -250,10 +331,14 @@ def _parse_endpoint(raw: object, where: str) -> _Endpoint:
         ports: tuple[int, ...] = ()
     else:
         ports = _ports(fields.get("ports"), f"{where}.ports")
-    allowed = {"http": _TLS_OPTIONS | _HTTP_OPTIONS, "tls": _TLS_OPTIONS}.get(check or "", set())
-    misplaced = sorted(((_TLS_OPTIONS | _HTTP_OPTIONS) & fields.keys()) - allowed)
+    allowed = _OPTIONS.get(check or "", set())
+    misplaced = sorted((_ALL_OPTIONS & fields.keys()) - allowed)
     if misplaced:
         _fail(f"{where}.{misplaced[0]}", f"not allowed with check {check or '(chosen by port)'}")
+    alpn = _strings(fields.get("alpn", []), f"{where}.alpn")
+    require_alpn = fields.get("require_alpn")
+    if require_alpn is not None and require_alpn not in alpn:
+        _fail(f"{where}.require_alpn", "must be one of the protocols in alpn")
 
     anchors = _strings(fields.get("anchors", []), f"{where}.anchors")
     try:
@@ -274,7 +359,8 @@ def _parse_endpoint(raw: object, where: str) -> _Endpoint:
         ports=ports,
         check=check,
         sni=_string(fields["sni"], f"{where}.sni") if "sni" in fields else None,
-        alpn=_strings(fields.get("alpn", []), f"{where}.alpn"),
+        alpn=alpn,
+        require_alpn=require_alpn,
         anchors=anchor_paths,
         tls=None if tls is None else _boolean(tls, f"{where}.tls"),
         path=path,
@@ -319,6 +405,12 @@ def _boolean(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         _fail(where, "expected true or false")
     return value
+
+
+def _addresses(value: object, where: str) -> bool:
+    if value not in ("apple", "public"):
+        _fail(where, "expected apple or public")
+    return value == "apple"
 
 
 def _seconds(value: object, where: str) -> float:

@@ -8,14 +8,19 @@ the runner's job (courierwatch.probe.runner), so every kind gets them the same w
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from courierwatch.probe import catalog
+from courierwatch.probe.rotation import Rotation
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 if TYPE_CHECKING:
+    from courierwatch.probe.proxy import ProxySettings
     from courierwatch.probe.resolver import Resolver
+    from courierwatch.probe.sanity import Network
     from courierwatch.probe.targets import Target
     from courierwatch.probe.trust import TrustStore
 
@@ -31,8 +36,14 @@ class CheckFailure(Exception):
 
 @dataclass(frozen=True, slots=True)
 class CheckContext:
+    """What checks share: built once per probe (courierwatch.probe.context.build_context)."""
+
     resolver: Resolver
     trust: TrustStore
+    apple_ranges: Sequence[Network] = field(default_factory=lambda: catalog.apple().ranges)
+    pop_pattern: re.Pattern[str] = field(default_factory=lambda: catalog.apple().pop_pattern)
+    proxy: ProxySettings | None = None  # the site's HTTP proxy, for targets with via="proxy"
+    rotation: Rotation = field(default_factory=Rotation)  # which numbered host comes next
 
 
 Check = Callable[["Target", CheckContext, pb.Result], Awaitable[None]]

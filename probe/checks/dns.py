@@ -1,19 +1,39 @@
-"""dns: the name resolves to at least one address; records the CNAME chain and the addresses."""
+"""dns: the name resolves to usable addresses; records the CNAME chain, the POP, the addresses.
+
+"Usable" is judged here, before any kind dials: a sinkhole or hijacked answer is a DNS finding
+(courierwatch.probe.sanity), and the probe never connects to an address a filter made up.
+"""
 
 from __future__ import annotations
 
-from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe import pop, sanity
+from courierwatch.probe.checks.base import CheckContext, CheckFailure
+from courierwatch.probe.rotation import numbered
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 
+def dial_host(target: Target, ctx: CheckContext, result: pb.Result) -> str:
+    """The host this run dials: the next numbered name of a logical target, else the host."""
+    if target.numbers and not result.dialled_host:
+        number = ctx.rotation.next(target.series, target.numbers)
+        result.dialled_host = numbered(number, target.host)
+    return result.dialled_host or target.host
+
+
 async def resolve(target: Target, ctx: CheckContext, result: pb.Result) -> tuple[str, ...]:
-    """Resolve the target's host into the result; the first step of every other kind."""
-    resolution = await ctx.resolver.resolve(target.host, target.timeout)
-    if resolution.seconds is not None:
-        result.phases.dns = resolution.seconds
+    """Resolve the dialled host into the result; the first step of every other kind."""
+    name = dial_host(target, ctx, result)
+    resolution = await ctx.resolver.resolve(name, target.timeout, target.family)
     result.addresses.extend(resolution.addresses)
+    if resolution.seconds is None:
+        return resolution.addresses  # an address literal: nothing was asked, nothing to judge
+    result.phases.dns = resolution.seconds
     result.cname_chain.extend(resolution.cname_chain)
+    result.pop = pop.extract(resolution.cname_chain, ctx.pop_pattern)
+    finding = sanity.judge(name, resolution.addresses, target.addresses, ctx.apple_ranges)
+    if finding is not None:
+        raise CheckFailure(*finding)
     return resolution.addresses
 
 

@@ -1,7 +1,11 @@
-"""tls: the handshake completes and the chain verifies for the server name; records TLS facts.
+"""tls: the handshake completes, the chain verifies for the server name and comes from whom the
+endpoint's group expects; records TLS facts.
 
-When verification fails, a second handshake that accepts any chain reads what the peer
-presented, so the NOC sees whose certificate is in the path (an inspection proxy, say).
+Apple's services refuse SSL inspection, so a re-signed chain is its own finding, named after
+whoever signed it: a chain that verifies only against the site's own CAs, or one that verifies
+against nothing and whose issuer is not the group's expected one (Apple for the couriers), or
+even a verifying one from an unexpected issuer. When verification fails, another handshake that
+accepts any chain reads what the peer presented.
 """
 
 from __future__ import annotations
@@ -9,13 +13,20 @@ from __future__ import annotations
 import contextlib
 import ssl
 import time
+from typing import Any, Final
 
 from cryptography import x509
 
 from courierwatch.probe.checks import tcp
-from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.checks.base import CheckContext, CheckFailure
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
+
+# X509_V_ERR_HOSTNAME_MISMATCH: the chain is fine but names another host.
+_HOSTNAME_MISMATCH: Final = 62
+_DER: Final = 2  # _ssl.ENCODING_DER
+# What a second look at a failing peer may run into; none of it changes the finding.
+_LOOK_ERRORS: Final = (OSError, ssl.SSLError, EOFError, CheckFailure)
 
 
 async def handshake(
@@ -29,41 +40,106 @@ async def handshake(
         await writer.start_tls(
             ctx.trust.verifying(target.anchors, offered), server_hostname=target.server_name
         )
-    except ssl.SSLCertVerificationError:
+        result.phases.tls = time.perf_counter() - started
+        issuers = _record(result.tls, writer.get_extra_info("ssl_object"), "expected")
+        if not _expected_issuer(target, issuers):
+            raise _intercepted(f"verified, but issued by '{result.tls.issuer}'", target)
+        _require_alpn(target, result.tls.alpn)
+    except ssl.SSLCertVerificationError as error:
         writer.transport.abort()
-        with contextlib.suppress(OSError, ssl.SSLError, EOFError):
-            await _read_presented(target, ctx, result, offered)
+        if error.verify_code != _HOSTNAME_MISMATCH:
+            await _explain(target, ctx, result, offered)
         raise
     except BaseException:
         writer.transport.abort()
         raise
-    result.phases.tls = time.perf_counter() - started
-    _record(result.tls, writer.get_extra_info("ssl_object"), verified=True)
     return reader, writer
 
 
-async def _read_presented(
+async def _explain(
     target: Target, ctx: CheckContext, result: pb.Result, alpn: tuple[str, ...]
 ) -> None:
-    scratch = pb.Result()  # the second connection's timings are not the measurement
-    _, writer = await tcp.connect_to(result.peer_address, target.port, scratch)
+    """Raise tls_intercepted if the failing chain is a re-signed one; else return (untrusted)."""
+    if ctx.trust.has_site_anchors:
+        try:
+            await _look(target, ctx, result, ctx.trust.site_verifying(alpn), "site")
+        except _LOOK_ERRORS:
+            pass  # not the site's CA either
+        else:
+            raise _intercepted(f"re-signed by the site's CA '{result.tls.issuer}'", target)
+    issuers: list[str] = []
+    with contextlib.suppress(*_LOOK_ERRORS):
+        issuers = await _look(target, ctx, result, ctx.trust.inspecting(alpn), "")
+    if issuers and not _expected_issuer(target, issuers):
+        raise _intercepted(f"presented by '{result.tls.issuer}'", target)
+
+
+async def _look(
+    target: Target, ctx: CheckContext, result: pb.Result, context: ssl.SSLContext, by: str
+) -> list[str]:
+    _, writer = await tcp.reconnect(target, ctx, result)
     try:
-        await writer.start_tls(ctx.trust.inspecting(alpn), server_hostname=target.server_name)
-        _record(result.tls, writer.get_extra_info("ssl_object"), verified=False)
+        await writer.start_tls(context, server_hostname=target.server_name)
+        return _record(result.tls, writer.get_extra_info("ssl_object"), by)
     finally:
         writer.transport.abort()
 
 
-def _record(facts: pb.TlsFacts, tls: ssl.SSLObject, *, verified: bool) -> None:
+def _intercepted(what: str, target: Target) -> CheckFailure:
+    expected = f", not {' or '.join(target.expect_issuer)}" if target.expect_issuer else ""
+    return CheckFailure(pb.OUTCOME_TLS_INTERCEPTED, f"{what}{expected}: SSL inspection")
+
+
+def _expected_issuer(target: Target, issuers: list[str]) -> bool:
+    if not target.expect_issuer:
+        return True
+    wanted = [name.casefold() for name in target.expect_issuer]
+    return any(name in issuer.casefold() for issuer in issuers for name in wanted)
+
+
+def _require_alpn(target: Target, negotiated: str) -> None:
+    required = target.require_alpn
+    if required is None or negotiated == required:
+        return
+    got = f"negotiated {negotiated}" if negotiated else "no protocol negotiated"
+    raise CheckFailure(
+        pb.OUTCOME_TLS_ALPN_MISMATCH,
+        f"{got}, {required} required: a middlebox in the path answers for the service",
+    )
+
+
+def _record(facts: pb.TlsFacts, tls: ssl.SSLObject, verified_by: str) -> list[str]:
+    """Fill facts from the finished handshake; returns the issuers of the presented chain."""
     facts.version = tls.version() or ""
     facts.alpn = tls.selected_alpn_protocol() or ""
-    facts.verified = verified
-    der = tls.getpeercert(binary_form=True)
-    if der:
-        leaf = x509.load_der_x509_certificate(der)
+    facts.verified = verified_by == "expected"  # a site CA proves interception, not trust
+    facts.verified_by = verified_by
+    chain = [x509.load_der_x509_certificate(der) for der in _presented(tls)]
+    del facts.chain_subjects[:]
+    facts.chain_subjects.extend(cert.subject.rfc4514_string() for cert in chain)
+    if chain:
+        leaf = chain[0]
         facts.leaf_subject = leaf.subject.rfc4514_string()
         facts.issuer = leaf.issuer.rfc4514_string()
         facts.not_after.FromDatetime(leaf.not_valid_after_utc)
+    return [cert.issuer.rfc4514_string() for cert in chain]
+
+
+def _presented(tls: ssl.SSLObject) -> list[bytes]:
+    """DER of the chain as the peer sent it, leaf first; just the leaf where Python hides it.
+
+    Python 3.13 made this public (get_unverified_chain); 3.11 and 3.12 have it only on the
+    private _sslobj, so it is used when present and never relied on.
+    """
+    inner: Any = getattr(tls, "_sslobj", None)
+    with contextlib.suppress(AttributeError, TypeError, ValueError, ssl.SSLError):
+        getter = getattr(tls, "get_unverified_chain", None) or inner.get_unverified_chain
+        # 3.13's public method gives DER bytes, the private one certificate objects.
+        chain = [c if isinstance(c, bytes) else c.public_bytes(_DER) for c in getter() or ()]
+        if chain:
+            return chain
+    leaf = tls.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:

@@ -92,7 +92,7 @@ class StreamServer(Service):
         finally:
             self._writers.discard(writer)
             self._tasks.discard(task)
-            await _close_writer(writer)
+            await close_writer(writer)
 
     async def wait_connections(self, count: int) -> None:
         """Wait (at most STOP_TIMEOUT) until `connections` reaches `count`. For TLS the server
@@ -121,7 +121,7 @@ class StreamServer(Service):
             self._server = None
 
 
-async def _close_writer(writer: asyncio.StreamWriter) -> None:
+async def close_writer(writer: asyncio.StreamWriter) -> None:
     """Close, falling back to abort when the TLS close_notify exchange does not finish."""
     writer.close()
     try:

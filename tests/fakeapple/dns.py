@@ -129,12 +129,15 @@ class FakeDNS(Service):
         self._behaviours.pop(owner, None)
         self._truncated.discard(owner)
 
-    def courier_chain(self, n: int, pop: str, address: str, ttl: int = 60) -> str:
+    def courier_chain(
+        self, n: int, pop: str, address: str, ttl: int = 60, edge: str | None = None
+    ) -> str:
         """Add Apple's courier shape and return the dialled name:
         `{n}-courier.push.apple.com` -> `{n}.courier-push-apple.com.akadns.net`
-        -> `{pop}-courier-4.push-apple.com.akadns.net` -> A `address`."""
+        -> `{pop}-courier-4.push-apple.com.akadns.net` (or `edge`, for a shape Akamai might
+        switch to) -> A `address`. Calling it again for `n` re-points the chain (a POP move)."""
         host = f"{n}-courier.push.apple.com"
-        edge = f"{pop}-courier-4.push-apple.com.akadns.net"
+        edge = edge or f"{pop}-courier-4.push-apple.com.akadns.net"
         self.add_cname(host, f"{n}.courier-push-apple.com.akadns.net", ttl=ttl)
         self.add_cname(f"{n}.courier-push-apple.com.akadns.net", edge, ttl=ttl)
         self.add_a(edge, address, ttl=ttl)

@@ -1,5 +1,6 @@
-"""TestPKI: a fake "Apple" root CA plus an unrelated second CA (for interception/untrusted
-tests), both written as PEM files so probe configs can name them as trust anchors."""
+"""TestPKI: a fake "Apple" root CA, an unrelated second CA (untrusted), and an SSL-inspection
+CA with an intermediate (named like a well-known inspection product), all written as PEM
+files so probe configs can name them as trust anchors."""
 
 from __future__ import annotations
 
@@ -13,11 +14,16 @@ from typing import Self
 
 import trustme
 
+# Named like a real SSL-inspection product, so a finding reads like the one a NOC would see.
+INSPECTION_ORG = "Fake Zscaler"
+
 
 class TestPKI:
-    """Two independent CAs. `ca` is the one tests trust (its PEM is `ca_pem_path`); `other_ca`
-    stands in for a TLS-intercepting proxy. Without `directory`, PEMs go to a private temp
-    directory removed by `close()`."""
+    """Independent CAs. `ca` is the one tests trust (its PEM is `ca_pem_path`); `other_ca`
+    stands in for an unknown signer; `inspection_ca` (PEM `inspection_ca_pem_path`) for a
+    TLS-intercepting proxy's root, which signs through `inspection_intermediate` so that its
+    chains are longer than a leaf. Without `directory`, PEMs go to a private temp directory
+    removed by `close()`."""
 
     __test__ = False  # the name starts with "Test": keep pytest from collecting it
 
@@ -35,10 +41,20 @@ class TestPKI:
         self.other_ca = trustme.CA(
             organization_name="Fake Interceptor", organization_unit_name="Fake Interception CA"
         )
+        self.inspection_ca = trustme.CA(
+            organization_name=INSPECTION_ORG, organization_unit_name=f"{INSPECTION_ORG} Root CA"
+        )
+        self.inspection_intermediate = trustme.CA(
+            parent_cert=self.inspection_ca,
+            organization_name=INSPECTION_ORG,
+            organization_unit_name=f"{INSPECTION_ORG} Intermediate CA",
+        )
         self.ca_pem_path = self.directory / "fake-apple-root-ca.pem"
         self.other_ca_pem_path = self.directory / "fake-interception-ca.pem"
+        self.inspection_ca_pem_path = self.directory / "fake-inspection-root-ca.pem"
         self.ca.cert_pem.write_to_path(str(self.ca_pem_path))
         self.other_ca.cert_pem.write_to_path(str(self.other_ca_pem_path))
+        self.inspection_ca.cert_pem.write_to_path(str(self.inspection_ca_pem_path))
 
     @staticmethod
     def _issue(
@@ -74,6 +90,11 @@ class TestPKI:
     ) -> trustme.LeafCert:
         """Server cert from `other_ca`, which clients trusting `ca_pem_path` reject."""
         return self._issue(self.other_ca, names, not_before, not_after)
+
+    def issue_inspected(self, *names: str) -> trustme.LeafCert:
+        """What an inspection proxy presents for `names`: a leaf from its intermediate, sent
+        with the intermediate (the chain's issuers all name INSPECTION_ORG)."""
+        return self._issue(self.inspection_intermediate, names, None, None)
 
     def client_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
         """A verifying client context that trusts only `ca`."""
