@@ -1,11 +1,33 @@
-"""The collector's YAML config: where it listens, how probes connect, when series go away."""
+"""The collector's YAML config: where it listens, how probes connect and who may report for
+which site, what it keeps on disk, its limits, and when series go away.
+
+    listen: {grpc: 0.0.0.0:9475, http: 0.0.0.0:9474}
+    transport: {ca: fleet-ca.pem, cert: collector.pem, key: collector.key}  # or insecure: true
+    state_dir: /var/lib/courierwatch   # default: $STATE_DIRECTORY, else ~/.local/state/courierwatch
+    authorization:                     # certificate identity (CN) -> sites it may report for;
+      pi-ams-1: [ams-office, ams-lab]  # unlisted identities may report for the site their
+                                       # certificate names (OU), as `courierwatch pki` issues
+    limits: {max_message_bytes: 1048576, max_batch: 1000, max_label_length: 128,
+             max_targets_per_probe: 2000}
+    series: {stale_intervals: 3, min_stale: 60s, forget_after: 24h}
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
-from courierwatch.configfile import BUILTIN, TransportConfig, read_transport, read_yaml, to_address
+from courierwatch.configfile import (
+    BUILTIN,
+    Section,
+    TransportConfig,
+    read_transport,
+    read_yaml,
+    to_address,
+    to_str,
+)
 
 __all__ = ["CollectorConfig", "load_collector_config"]
 
@@ -23,6 +45,26 @@ class CollectorConfig:
     stale_intervals: float = 3.0  # a check's gauges go after this many of its intervals unheard
     min_stale: float = 60.0  # ... but never sooner than this many seconds
     forget_after: float = 86400.0  # seconds of silence after which a probe and its series go
+    state_dir: str = field(default_factory=lambda: default_state_dir())
+    authorization: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    limits: Limits = field(default_factory=lambda: Limits())
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one probe may send; beyond it a message is refused, other probes unaffected."""
+
+    max_message_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    max_label_length: int = 128
+    max_targets_per_probe: int = 2000
+
+
+def default_state_dir() -> str:
+    """systemd's StateDirectory= when run as a unit, else the user's state directory."""
+    return os.environ.get("STATE_DIRECTORY") or str(
+        Path("~/.local/state/courierwatch").expanduser()
+    )
 
 
 def load_collector_config(path: str | None) -> CollectorConfig:
@@ -33,7 +75,7 @@ def load_collector_config(path: str | None) -> CollectorConfig:
     """
     doc = read_yaml(path)
     root = doc.root
-    root.check_keys("listen", "transport", "series")
+    root.check_keys("listen", "transport", "series", "state_dir", "authorization", "limits")
     listen = root.section("listen")
     listen.check_keys("grpc", "http")
     series = root.section("series")
@@ -47,6 +89,9 @@ def load_collector_config(path: str | None) -> CollectorConfig:
         stale_intervals=series.number("stale_intervals", 3.0, positive=True),
         min_stale=series.duration("min_stale", 60.0),
         forget_after=series.duration("forget_after", 86400.0),
+        state_dir=_state_dir(root.value("state_dir", to_str(), None), doc.source),
+        authorization=_authorization(root.section("authorization")),
+        limits=_limits(root.section("limits")),
     )
     # Forgetting a probe sooner than its gauges go stale would drop series that are still live.
     if config.forget_after < config.min_stale:
@@ -56,3 +101,33 @@ def load_collector_config(path: str | None) -> CollectorConfig:
             "forget_after",
         )
     return config
+
+
+def _state_dir(value: str | None, source: str) -> str:
+    if value is None:
+        return default_state_dir()
+    path = Path(value).expanduser()
+    if not path.is_absolute() and source != BUILTIN:
+        path = Path(source).parent / path
+    return str(path)
+
+
+def _authorization(sec: Section) -> dict[str, tuple[str, ...]]:
+    return {identity: sec.strings(identity) for identity in sec.names()}
+
+
+def _limits(sec: Section) -> Limits:
+    sec.check_keys("max_message_bytes", "max_batch", "max_label_length", "max_targets_per_probe")
+    default = Limits()
+    return Limits(
+        max_message_bytes=sec.integer(
+            "max_message_bytes", default.max_message_bytes, min=4096, max=64 * 1024 * 1024
+        ),
+        max_batch=sec.integer("max_batch", default.max_batch, min=1, max=100_000),
+        max_label_length=sec.integer(
+            "max_label_length", default.max_label_length, min=16, max=4096
+        ),
+        max_targets_per_probe=sec.integer(
+            "max_targets_per_probe", default.max_targets_per_probe, min=1, max=1_000_000
+        ),
+    )

@@ -14,9 +14,9 @@ from aiohttp import web
 from courierwatch.collector.config import CollectorConfig
 from courierwatch.collector.ingest import Ingest
 from courierwatch.collector.state import State
+from courierwatch.collector.store import Store
 from courierwatch.collector.web import build_app
 from courierwatch.configfile import TransportConfig
-from courierwatch.v1 import courierwatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ SERVER_OPTIONS = (
 )
 # Seconds a stopping collector lets open streams finish applying what they received.
 DRAIN_SECONDS = 5.0
+# How often silent probes are looked for and forgotten.
+HOUSEKEEPING_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +66,24 @@ async def serve(
         min_stale=config.min_stale,
         forget_after=config.forget_after,
     )
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_CollectorServicer_to_server(Ingest(state), server)
+    store = Store(Path(config.state_dir) / "collector.sqlite")
+    for probe in await store.open():
+        state.restore(probe)
     credentials = server_credentials(config.transport)
+    ingest = Ingest(
+        state,
+        store,
+        authorization=config.authorization,
+        limits=config.limits,
+        require_identity=credentials is not None,
+    )
+    # gRPC itself refuses only what is far over the limit; up to twice the limit the
+    # servicer sees the message, so it can refuse it with a reason and count it.
+    server = grpc.aio.server(
+        options=(*SERVER_OPTIONS, ("grpc.max_receive_message_length",
+                                   2 * config.limits.max_message_bytes)),
+    )  # fmt: skip
+    server.add_generic_rpc_handlers((ingest.handler(),))
     if credentials is None:
         log.warning("insecure mode: probes are accepted in plaintext without certificates")
         grpc_port = server.add_insecure_port(config.grpc_listen)
@@ -77,18 +94,27 @@ async def serve(
     http_host, http_port = _split(config.http_listen)
     site = web.TCPSite(runner, http_host, http_port)
     await server.start()
+    housekeeping = asyncio.create_task(_forget_silent(state, store))
     try:
         await site.start()
-        http_bound = runner.addresses[0]
         bound = Bound(
-            grpc=f"{_join(_split(config.grpc_listen)[0], grpc_port)}",
-            http=_join(http_host, http_bound[1]),
+            grpc=_join(_split(config.grpc_listen)[0], grpc_port),
+            http=_join(http_host, runner.addresses[0][1]),
         )
         on_ready(bound)
         await stop.wait()
     finally:
+        housekeeping.cancel()
+        # Stop taking streams, let open ones finish the batch in hand (saves are shielded).
         await server.stop(DRAIN_SECONDS)
         await runner.cleanup()
+        await store.close()
+
+
+async def _forget_silent(state: State, store: Store) -> None:
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        await store.forget(state.forget_silent())
 
 
 def _split(address: str) -> tuple[str, int]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from courierwatch import __version__
 from courierwatch.configfile import ConfigError
+from courierwatch.pki import PkiError
 
 if TYPE_CHECKING:
     from courierwatch.collector.server import Bound
@@ -59,12 +60,39 @@ def _parser() -> argparse.ArgumentParser:
                     help="where the collector listens for the probe (default: 127.0.0.1:9475)")
 
     check = roles.add_parser(
-        "check", help="run every check once and print the results",
-        description="Run each check of the configuration once, concurrently, and print the "
-        "results. Exit status 0 when every check works, 1 when any fails.",
+        "check", help="run every check once and print a readiness report",
+        description="Run every check once, all at the same time, and print a readiness report "
+        "by Apple service with an action item for each failure. Exit status 0 when every "
+        "critical service works, 1 when one fails, 2 for a configuration error.",
     )
     check.add_argument("--config", metavar="FILE", help="probe YAML config (default: built-in)")
-    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument("--json", action="store_true",
+                       help="print the report as JSON (schema courierwatch.check/1)")
+    check.add_argument("--all", action="store_true", help="also list every check, one line each")
+
+    pki = roles.add_parser(
+        "pki", help="the fleet CA: certificates for the collector and each probe",
+        description="Create the fleet CA, the collector's certificate, and a probe's bundle "
+        "(CA, certificate, key and probe.yaml in one .tar.gz) to enroll a new Raspberry Pi.",
+    )
+    steps = pki.add_subparsers(dest="step", required=True, metavar="STEP")
+    init = steps.add_parser("init", help="create the fleet CA (ca.pem, ca.key)")
+    init.add_argument("--name", default="courierwatch fleet CA", help="the CA's common name")
+    init.add_argument("--days", type=int, default=3650, help="validity (default: 3650)")
+    server = steps.add_parser("collector", help="issue the collector's server certificate")
+    server.add_argument("--host", action="append", required=True, metavar="NAME_OR_IP",
+                        help="a name or address probes dial (repeat for several)")
+    server.add_argument("--days", type=int, default=825, help="validity (default: 825)")
+    enroll = steps.add_parser("probe", help="issue a probe's certificate bundle")
+    enroll.add_argument("--site", required=True, help="the site the probe may report for")
+    enroll.add_argument("--probe-id", required=True, help="the probe's identity (CN)")
+    enroll.add_argument("--collector", action="append", required=True, metavar="HOST:PORT",
+                        help="collector address for the probe's config (repeat for failover)")
+    enroll.add_argument("--out", help="bundle path (default: DIR/<probe-id>.tar.gz)")
+    enroll.add_argument("--days", type=int, default=825, help="validity (default: 825)")
+    for step in (init, server, enroll):
+        step.add_argument("--dir", default="pki", help="where the CA lives (default: ./pki)")
+        step.add_argument("--force", action="store_true", help="replace existing files")
     return parser
 
 
@@ -75,9 +103,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         code = _dispatch(args)
-    except ConfigError as error:
+    except (ConfigError, PkiError) as error:
         print(f"courierwatch: {error}", file=sys.stderr)
         code = 2
+    except OSError as error:  # e.g. a port already in use
+        print(f"courierwatch: {error}", file=sys.stderr)
+        code = 1
     sys.exit(code)
 
 
@@ -86,7 +117,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.role == "check":
         from courierwatch.probe.oneshot import check_once
 
-        return asyncio.run(check_once(args.config, as_json=args.json))
+        return asyncio.run(check_once(args.config, as_json=args.json, show_all=args.all))
+    if args.role == "pki":
+        return _pki(args)
     if args.role == "probe":
         from courierwatch.probe.config import load_probe_config
         from courierwatch.probe.daemon import run_probe
@@ -105,6 +138,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     return _run_until_signal(lambda stop: run_up(*configs, stop))
 
 
+def _pki(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from courierwatch import pki
+
+    directory = Path(args.dir)
+    if args.step == "init":
+        made = pki.create_ca(directory, name=args.name, days=args.days, force=args.force)
+        print(f"fleet CA: {made} (keep {directory / pki.CA_KEY} offline if you can)")
+    elif args.step == "collector":
+        made = pki.issue_collector(directory, args.host, days=args.days, force=args.force)
+        print(f"collector certificate: {made} and {directory / pki.COLLECTOR_KEY}")
+    else:
+        bundle = pki.probe_bundle(directory, site=args.site, probe_id=args.probe_id,
+                                  collectors=args.collector, days=args.days)  # fmt: skip
+        out = Path(args.out or directory / f"{args.probe_id}.tar.gz")
+        pki.write_bundle(out, bundle, force=args.force)
+        print(f"probe bundle: {out} (copy it to the Pi; it holds the probe's private key)")
+    return 0
+
+
 def _announce(bound: Bound) -> None:
     # One line on stdout that scripts (and the end-to-end tests) can wait for.
     print(f"collector ready: grpc={bound.grpc} metrics={bound.metrics_url}", flush=True)
@@ -118,5 +172,14 @@ def _run_until_signal(job: Callable[[asyncio.Event], Awaitable[None]]) -> int:
             loop.add_signal_handler(signum, stop.set)
         await job(stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except ExceptionGroup as group:
+        # A task group wraps what failed in it; an operator needs the one error, not the wrap.
+        leaf: BaseException = group
+        while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
+            leaf = leaf.exceptions[0]
+        if isinstance(leaf, OSError | ConfigError):
+            raise leaf from None
+        raise
     return 0

@@ -11,23 +11,18 @@ import grpc
 
 from courierwatch import __version__
 from courierwatch.configfile import TransportConfig
-from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.config import ProbeConfig
-from courierwatch.probe.outbox import Outbox
-from courierwatch.probe.resolver import Resolver
+from courierwatch.probe.context import build_context
 from courierwatch.probe.scheduler import Scheduler
-from courierwatch.probe.trust import TrustStore
+from courierwatch.probe.spool import Spool
 from courierwatch.probe.uplink import Uplink
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-
-def build_context(config: ProbeConfig) -> CheckContext:
-    return CheckContext(
-        resolver=Resolver(config.nameservers, config.resolver_port),
-        trust=TrustStore(config.trust_anchors, config.trust_system),
-    )
+# On SIGTERM: how long to wait for the collector to acknowledge what is spooled. What it
+# does not acknowledge in time stays in the spool and goes at the next start.
+DRAIN_SECONDS = 10.0
 
 
 def channel_credentials(transport: TransportConfig) -> grpc.ChannelCredentials | None:
@@ -45,28 +40,53 @@ def channel_credentials(transport: TransportConfig) -> grpc.ChannelCredentials |
 async def run_probe(config: ProbeConfig, stop: asyncio.Event) -> None:
     if config.transport.insecure:
         log.warning("insecure mode: results go to the collector in plaintext, unauthenticated")
-    outbox = Outbox()
+    spool = Spool(config.spool_path, max_bytes=config.spool_max_bytes, max_age=config.spool_max_age)
+    await spool.open()
     scheduler = Scheduler(
         config.targets,
         build_context(config),
-        outbox.put,
+        spool.put,
         concurrency=config.concurrency,
         jitter=config.jitter,
     )
+
+    def health() -> pb.Health:
+        stats = spool.stats()
+        return pb.Health(
+            spool_depth=stats.depth,
+            spool_bytes=stats.bytes,
+            dropped_total=stats.dropped,
+            loop_lag_seconds=scheduler.lag_seconds,
+            oldest_pending_seconds=stats.oldest_age,
+        )
+
     hello = pb.Hello(
         probe_id=config.probe_id,
         site=config.site,
         software_version=__version__,
         config_digest=config.digest,
     )
-    uplink = Uplink(config.collectors, outbox, hello, channel_credentials(config.transport))
+    uplink = Uplink(config.collectors, spool, hello, channel_credentials(config.transport), health)
     log.info(
-        "probe %s at site %s on %s: %d checks, collectors %s",
+        "probe %s at site %s on %s: %d checks, collectors %s, spool %s",
         config.probe_id, config.site, socket.gethostname(), len(config.targets),
-        ", ".join(config.collectors),
-    )
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(scheduler.run()), group.create_task(uplink.run())]
-        await stop.wait()
-        for task in tasks:
-            task.cancel()
+        ", ".join(config.collectors), config.spool_path,
+    )  # fmt: skip
+    try:
+        async with asyncio.TaskGroup() as group:
+            checking = group.create_task(scheduler.run())
+            flushing = group.create_task(spool.run_flusher())
+            sending = group.create_task(uplink.run())
+            await stop.wait()
+            # Drain in order: no new results, everything on disk, then the collector's acks.
+            checking.cancel()
+            flushing.cancel()
+            await spool.flush()
+            if not await uplink.drain(spool.durable_through, DRAIN_SECONDS):
+                log.warning(
+                    "stopping with %d results unacknowledged: they stay spooled",
+                    spool.stats().depth,
+                )
+            sending.cancel()
+    finally:
+        await spool.close()

@@ -18,8 +18,12 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 async def courierwatch(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     """`courierwatch ARGS` as a child process; stopped with SIGTERM (then killed) on exit."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "courierwatch", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "courierwatch",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         yield process
@@ -46,7 +50,8 @@ async def line_starting(process: asyncio.subprocess.Process, prefix: str, second
 
 def parse(text: str) -> Samples:
     return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
+        # An empty label value is no label at all to Prometheus.
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v))): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
@@ -75,4 +80,6 @@ async def wait_for_metrics(
                     return samples
                 await asyncio.sleep(0.2)
     missing = [w for w in wanted if w not in samples]
-    raise AssertionError(f"series missing after {seconds} s: {missing}")
+    names = {w[0] for w in missing}
+    seen = [s for s in samples if s[0] in names][:5]
+    raise AssertionError(f"series missing after {seconds} s: {missing}; of those names: {seen}")

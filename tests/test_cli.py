@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from courierwatch.probe.config import default_probe_id
-from fakeapple import COURIER_ALPN, COURIER_SNI, FakeApple
+from fakeapple import COURIER_ALPN, COURIER_SNI
 from processes import courierwatch, key, line_starting, wait_for_metrics
 
 
@@ -45,11 +45,6 @@ def test_the_daemons_refuse_to_start_without_their_identity(tmp_path):
     assert len(done.stderr.splitlines()) == 1
 
 
-@pytest.fixture
-async def apple(tmp_path):
-    async with FakeApple(tmp_path / "apple") as apple:
-        yield apple
-
 
 def config(tmp_path, apple, targets) -> str:
     path = tmp_path / "probe.yaml"
@@ -57,6 +52,7 @@ def config(tmp_path, apple, targets) -> str:
         "resolver": {"nameservers": [apple.host], "port": apple.dns_port},
         "trust": {"anchors": [str(apple.ca_pem_path)]},
         "catalog": {"groups": []},
+        "families": ["ipv4"],
         "targets": targets,
     }))
     return str(path)
@@ -106,6 +102,6 @@ async def test_up_prints_the_metrics_url_and_serves_results(tmp_path, apple):
         url = line.removeprefix("Metrics: ")
         wanted = key("courierwatch_check_success", site="local", probe=default_probe_id(),
                      target="3-courier.push.apple.com", port=str(apple.courier_port),
-                     check="tls", group="push")
+                     check="tls", group="push", family="ipv4", via="direct", pop="eu-central")
         samples = await wait_for_metrics(url, [wanted], 30)
         assert samples[wanted] == 1

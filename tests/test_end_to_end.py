@@ -7,16 +7,11 @@ import pytest
 import trustme
 import yaml
 
-from fakeapple import COURIER_ALPN, COURIER_SNI, FakeApple
+from fakeapple import COURIER_ALPN, COURIER_SNI
 from processes import courierwatch, key, line_starting, scrape, wait_for_metrics
 
 SITE, PROBE = "e2e-site", "pi-e2e"
 
-
-@pytest.fixture
-async def apple(tmp_path):
-    async with FakeApple(tmp_path / "apple") as apple:
-        yield apple
 
 
 @pytest.fixture
@@ -25,8 +20,12 @@ def fleet(tmp_path):
     ca = trustme.CA()
     paths = {"ca": tmp_path / "fleet-ca.pem"}
     ca.cert_pem.write_to_path(paths["ca"])
-    for role, names in {"collector": ["127.0.0.1"], "probe": [f"{PROBE}.{SITE}"]}.items():
-        leaf = ca.issue_cert(*names)
+    # The collector takes the probe's identity from CN and its site from OU.
+    leaves = {
+        "collector": ca.issue_cert("127.0.0.1"),
+        "probe": ca.issue_cert(f"{PROBE}.probe", common_name=PROBE, organization_unit_name=SITE),
+    }
+    for role, leaf in leaves.items():
         paths[f"{role}_cert"] = tmp_path / f"{role}.pem"
         paths[f"{role}_key"] = tmp_path / f"{role}.key"
         leaf.cert_chain_pems[0].write_to_path(paths[f"{role}_cert"])
@@ -42,8 +41,8 @@ def write(path, document) -> str:
 def probe_config(tmp_path, apple, fleet, collector: str) -> str:
     fast = {"interval": "1s", "timeout": "0.8s"}
     targets = [
-        {"host": "1-courier.push.apple.com", "port": apple.courier_port, "check": "tls",
-         "group": "push", "sni": COURIER_SNI, "alpn": [COURIER_ALPN]},
+        {"host": COURIER_SNI, "port": apple.courier_port, "check": "courier", "group": "push",
+         "numbers": [1, 2, 3], "alpn": [COURIER_ALPN]},
         {"host": "1-courier.push.apple.com", "port": 53, "check": "dns", "group": "push"},
         {"host": "gdmf.apple.com", "port": apple.https_port, "check": "http",
          "group": "device_management"},
@@ -65,17 +64,22 @@ def probe_config(tmp_path, apple, fleet, collector: str) -> str:
         "resolver": {"nameservers": [apple.host], "port": apple.dns_port},
         "trust": {"anchors": [str(apple.ca_pem_path)], "system": False},
         "catalog": {"groups": []},
+        "families": ["ipv4"],
+        "spool": {"path": str(tmp_path / "spool.sqlite")},
         "targets": [{**fast, **t} for t in targets],
     })
 
 
-def check(target, port, kind, group="custom"):
-    return dict(site=SITE, probe=PROBE, target=target, port=str(port), check=kind, group=group)
+def check(target, port, kind, group="custom", **more):
+    family = {} if kind == "dns" else {"family": "ipv4"}
+    return dict(site=SITE, probe=PROBE, target=target, port=str(port), check=kind, group=group,
+                via="direct", **family, **more)
 
 
 async def test_probe_to_collector_to_metrics(tmp_path, apple, fleet):
     collector_yaml = write(tmp_path / "collector.yaml", {
         "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+        "state_dir": str(tmp_path / "collector-state"),
         "transport": {"ca": fleet["ca"], "cert": fleet["collector_cert"],
                       "key": fleet["collector_key"]},
     })
@@ -86,7 +90,7 @@ async def test_probe_to_collector_to_metrics(tmp_path, apple, fleet):
         async with courierwatch(
             "probe", "--config", probe_config(tmp_path, apple, fleet, grpc_address)
         ) as probe:
-            courier = check("1-courier.push.apple.com", apple.courier_port, "tls", "push")
+            courier = check(COURIER_SNI, apple.courier_port, "courier", "push")
             https = check("gdmf.apple.com", apple.https_port, "http", "device_management")
             failures = {
                 "dns_nxdomain": check("nxdomain.apple.com", 443, "tcp"),
@@ -97,7 +101,7 @@ async def test_probe_to_collector_to_metrics(tmp_path, apple, fleet):
                 "http_bad_status": check("mdmenrollment.apple.com", apple.https_port, "http"),
             }
             wanted = [
-                key("courierwatch_check_success", **courier),
+                key("courierwatch_check_success", **courier, pop="eu-central"),
                 key("courierwatch_check_success", **https),
                 *(key("courierwatch_check_outcome", **labels, outcome=outcome)
                   for outcome, labels in failures.items()),
@@ -105,10 +109,13 @@ async def test_probe_to_collector_to_metrics(tmp_path, apple, fleet):
             samples = await wait_for_metrics(url, wanted, 30)
 
             assert samples[key("courierwatch_probe_up", site=SITE, probe=PROBE)] == 1
-            assert samples[key("courierwatch_check_success", **courier)] == 1
+            assert samples[key("courierwatch_check_success", **courier, pop="eu-central")] == 1
+            assert samples[key("courierwatch_pop_info", site=SITE, probe=PROBE,
+                               pop="eu-central")] == 1
             assert samples[key("courierwatch_check_success", **https)] == 1
             assert samples[key("courierwatch_check_success",
-                               **check("1-courier.push.apple.com", 53, "dns", "push"))] == 1
+                               **check("1-courier.push.apple.com", 53, "dns", "push"),
+                               pop="eu-central")] == 1
             assert samples[key("courierwatch_check_success",
                                **check("gdmf.apple.com", apple.https_port, "tcp",
                                        "device_management"))] == 1

@@ -16,20 +16,42 @@ from courierwatch.v1 import courierwatch_pb2 as pb
 
 def sample_state(now: float) -> State:
     state = State(clock=lambda: now)
-    probe = state.connect(pb.Hello(site="ams", probe_id="pi-1", software_version="1.2",
-                                   config_digest="d1"))
-    ok = pb.Result(seq=1, target="1-courier.push.apple.com", port=5223, check="tls",
-                   group="push", outcome=pb.OUTCOME_OK, interval_seconds=30)
+    probe = state.connect(
+        pb.Hello(site="ams", probe_id="pi-1", software_version="1.2", config_digest="d1")
+    )
+    ok = pb.Result(
+        seq=1,
+        target="1-courier.push.apple.com",
+        port=5223,
+        check="tls",
+        group="push",
+        outcome=pb.OUTCOME_OK,
+        interval_seconds=30,
+    )
     ok.started_at.FromSeconds(int(now) - 5)
     ok.phases.dns, ok.phases.connect, ok.phases.tls, ok.phases.total = 0.01, 0.02, 0.05, 0.08
     ok.tls.not_after.FromSeconds(2_000_000_000)
-    refused = pb.Result(seq=2, target="gdmf.apple.com", port=443, check="http",
-                        group="device_management", outcome=pb.OUTCOME_REFUSED,
-                        interval_seconds=60, detail="connection refused")
+    refused = pb.Result(
+        seq=2,
+        target="gdmf.apple.com",
+        port=443,
+        check="http",
+        group="device_management",
+        outcome=pb.OUTCOME_REFUSED,
+        interval_seconds=60,
+        detail="connection refused",
+    )
     refused.started_at.FromSeconds(int(now) - 5)
     refused.phases.dns, refused.phases.total = 0.01, 0.011
-    future = pb.Result(seq=3, target="x.apple.com", port=80, check="http", group="g",
-                       outcome=999, interval_seconds=60)  # an outcome from a newer probe
+    future = pb.Result(
+        seq=3,
+        target="x.apple.com",
+        port=80,
+        check="http",
+        group="g",
+        outcome=999,
+        interval_seconds=60,
+    )  # an outcome from a newer probe
     future.started_at.FromSeconds(int(now) - 5)
     state.apply(probe, [ok, refused, future])
     gone = state.connect(pb.Hello(site="nyc", probe_id="pi-9"))
@@ -52,7 +74,8 @@ async def metrics_text():
 
 def samples(text):
     return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
+        # An empty label value is no label at all to Prometheus.
+        (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v))): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
@@ -62,10 +85,22 @@ def value(text, name, **labels):
     return samples(text)[(name, tuple(sorted(labels.items())))]
 
 
-CHECK = dict(site="ams", probe="pi-1", target="1-courier.push.apple.com", port="5223",
-             check="tls", group="push")
-FAILED = dict(site="ams", probe="pi-1", target="gdmf.apple.com", port="443", check="http",
-              group="device_management")
+CHECK = dict(
+    site="ams",
+    probe="pi-1",
+    target="1-courier.push.apple.com",
+    port="5223",
+    check="tls",
+    group="push",
+)
+FAILED = dict(
+    site="ams",
+    probe="pi-1",
+    target="gdmf.apple.com",
+    port="443",
+    check="http",
+    group="device_management",
+)
 
 
 async def test_success_outcome_and_phases(metrics_text):
@@ -74,26 +109,48 @@ async def test_success_outcome_and_phases(metrics_text):
     assert value(metrics_text, "courierwatch_check_outcome", **FAILED, outcome="refused") == 1
     assert value(metrics_text, "courierwatch_check_results_total", **FAILED, outcome="refused") == 1
     assert value(metrics_text, "courierwatch_check_duration_seconds", **CHECK, phase="tls") == 0.05
-    assert value(metrics_text, "courierwatch_tls_leaf_not_after_timestamp_seconds",
-                 **CHECK) == 2_000_000_000
+    assert (
+        value(metrics_text, "courierwatch_tls_leaf_not_after_timestamp_seconds", **CHECK)
+        == 2_000_000_000
+    )
     # a phase that did not run has no series, rather than a misleading 0
-    assert ("courierwatch_check_duration_seconds",
-            tuple(sorted({**FAILED, "phase": "tls"}.items()))) not in samples(metrics_text)
+    assert (
+        "courierwatch_check_duration_seconds",
+        tuple(sorted({**FAILED, "phase": "tls"}.items())),
+    ) not in samples(metrics_text)
 
 
 async def test_unknown_outcome_number_is_labelled_unknown(metrics_text):
-    labels = dict(site="ams", probe="pi-1", target="x.apple.com", port="80", check="http",
-                  group="g", outcome="unknown")
+    labels = dict(
+        site="ams",
+        probe="pi-1",
+        target="x.apple.com",
+        port="80",
+        check="http",
+        group="g",
+        outcome="unknown",
+    )
     assert value(metrics_text, "courierwatch_check_outcome", **labels) == 1
 
 
 async def test_probe_health_series(metrics_text):
     assert value(metrics_text, "courierwatch_probe_up", site="ams", probe="pi-1") == 1
     assert value(metrics_text, "courierwatch_probe_up", site="nyc", probe="pi-9") == 0
-    assert value(metrics_text, "courierwatch_probe_info", site="ams", probe="pi-1",
-                 version="1.2", config_digest="d1") == 1
-    assert value(metrics_text, "courierwatch_probe_results_applied_total",
-                 site="ams", probe="pi-1") == 3
+    assert (
+        value(
+            metrics_text,
+            "courierwatch_probe_info",
+            site="ams",
+            probe="pi-1",
+            version="1.2",
+            config_digest="d1",
+        )
+        == 1
+    )
+    assert (
+        value(metrics_text, "courierwatch_probe_results_applied_total", site="ams", probe="pi-1")
+        == 3
+    )
 
 
 @pytest.mark.skipif(
@@ -101,7 +158,12 @@ async def test_probe_health_series(metrics_text):
     reason="promtool comes with Debian's prometheus package (tests/run installs it as root)",
 )
 def test_promtool_accepts_the_exposition_without_warnings(metrics_text):
-    lint = subprocess.run(["promtool", "check", "metrics"], input=metrics_text,
-                          capture_output=True, text=True, timeout=30)
+    lint = subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=metrics_text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert lint.stdout.strip() == "" and lint.stderr.strip() == "", lint.stdout + lint.stderr

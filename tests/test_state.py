@@ -37,8 +37,9 @@ def hello(site="ams", probe="pi-1"):
 
 def test_replayed_results_are_not_counted_twice(state, clock):
     probe = state.connect(hello())
-    assert state.apply(probe, [result(1, clock.now), result(2, clock.now)]) == 2
-    assert state.apply(probe, [result(2, clock.now), result(3, clock.now)]) == 3
+    assert state.apply(probe, [result(1, clock.now), result(2, clock.now)]).through == 2
+    change = state.apply(probe, [result(2, clock.now), result(3, clock.now)])
+    assert (change.through, change.applied, change.duplicates) == (3, 1, 1)
     assert probe.applied == 3
     assert probe.duplicates == 1
     assert sum(probe.counts.values()) == 3
@@ -59,7 +60,7 @@ def test_a_late_result_counts_but_does_not_replace_the_current_one(state, clock)
     state.apply(probe, [result(2, clock.now - 20, pb.OUTCOME_REFUSED)])
     (current,) = state.fresh(probe)
     assert current.outcome == pb.OUTCOME_OK
-    key = ("1-courier.push.apple.com", 5223, "tls", "push")
+    key = ("1-courier.push.apple.com", 5223, "tls", "push", "", "")
     assert probe.counts[(key, pb.OUTCOME_REFUSED)] == 1
 
 
@@ -88,8 +89,9 @@ def test_a_disconnected_probe_is_down_at_once_and_forgotten_later(state, clock):
     assert state.is_up(probe)
     state.disconnect(probe)
     assert not state.is_up(probe)
-    assert state.probes() == [probe]
+    assert state.forget_silent() == []
     clock.now += 3601
+    assert state.forget_silent() == [("ams", "pi-1")]
     assert state.probes() == []
 
 
@@ -99,3 +101,31 @@ def test_two_sites_are_kept_apart(state, clock):
     state.apply(a, [result(10, clock.now)])
     state.apply(b, [result(1, clock.now)])
     assert (a.applied, b.applied) == (1, 1)
+
+
+def courier(seq, started, pop, outcome=pb.OUTCOME_OK, port=5223):
+    r = result(seq, started, outcome, target="courier.push.apple.com")
+    r.check, r.port, r.pop = "courier", port, pop
+    return r
+
+
+def test_a_pop_move_is_counted_once_and_timed(state, clock):
+    probe = state.connect(hello())
+    state.apply(probe, [courier(1, clock.now, "eu-central"), courier(2, clock.now, "eu-central")])
+    assert (probe.pop, probe.pop_changes) == ("eu-central", 0)
+    clock.now += 30
+    state.apply(probe, [courier(3, clock.now, "eu-nw")])
+    assert (probe.pop, probe.pop_changes, probe.pop_changed_at) == ("eu-nw", 1, clock.now)
+
+
+def test_a_late_result_does_not_move_the_pop_back(state, clock):
+    probe = state.connect(hello())
+    state.apply(probe, [courier(1, clock.now, "eu-nw")])
+    state.apply(probe, [courier(2, clock.now - 60, "eu-central")])
+    assert (probe.pop, probe.pop_changes) == ("eu-nw", 0)
+
+
+def test_health_is_kept_per_probe(state):
+    probe = state.connect(hello())
+    state.report_health(probe, pb.Health(spool_depth=7, dropped_total=2))
+    assert probe.health.spool_depth == 7
