@@ -1,4 +1,5 @@
-"""The collector's HTTP side: /metrics for Prometheus and /healthz for load balancers."""
+"""The collector's HTTP side: /metrics for Prometheus, /healthz for load balancers, and the
+status page (/ and /api/status) for people."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 # 0.0.4: the text format every Prometheus reads, Debian's 2.42 included.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from courierwatch.collector import status
 from courierwatch.collector.exposition import StateCollector
 from courierwatch.collector.state import State
 
@@ -28,4 +30,5 @@ def build_app(state: State) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
+    app.add_routes(status.routes(state))
     return app

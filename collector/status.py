@@ -1,0 +1,153 @@
+"""The collector's status page: sites, probes and couriers at a glance, without Grafana.
+
+GET / serves one self-contained page (status.html: no external assets, the NOC's
+network may be closed) whose inline script renders GET /api/status, a JSON snapshot of the
+state, and polls it every few seconds (`?refresh=SECONDS` to change). Probe-supplied strings
+reach the page only as JSON data that the script sets as text, never as markup; a nonce in
+the Content-Security-Policy lets only the page's own script and style run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+from collections import Counter
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from courierwatch.collector.exposition import courier_state, outcome_label
+from courierwatch.collector.state import Probe, State
+from courierwatch.v1 import courierwatch_pb2 as pb
+
+# Apple devices cannot be set up or managed without these: their failures are listed first.
+CRITICAL_GROUPS = frozenset(
+    {"push", "push_provider", "device_setup", "device_management", "certificate_validation"}
+)
+COURIER_PORTS = (5223, 443)  # the primary port, then Apple's fallback
+MAX_FINDINGS = 8  # per probe; the page says how many more there are
+# Worst first. "probe down" is not a courier state: it says nothing about Apple.
+ORDER = ("down", "degraded", "probe down", "unknown", "ok")
+
+
+def snapshot(state: State) -> dict[str, Any]:
+    """What the page shows, worst site first: JSON-ready, plain values only."""
+    now = state.clock()
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for probe in state.probes():
+        by_site.setdefault(probe.site, []).append(_probe_view(state, probe))
+    sites = []
+    for name, probes in by_site.items():
+        probes.sort(key=lambda p: (ORDER.index(p["state"]), p["probe"]))
+        sites.append({"site": name, "state": _site_state(probes), "probes": probes})
+    sites.sort(key=lambda s: (ORDER.index(s["state"]), s["site"]))
+    return {
+        "generated_at": now,
+        "summary": dict(Counter(s["state"] for s in sites)),
+        "sites": sites,
+    }
+
+
+def _site_state(probes: Sequence[dict[str, Any]]) -> str:
+    """A site reaches Apple if any of its up probes does (as the alert rules judge it)."""
+    states = [p["state"] for p in probes if p["up"]]
+    if not states:
+        return "probe down"
+    best = ("ok", "degraded", "down", "unknown")
+    return min(states, key=best.index)
+
+
+def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
+    results = list(state.fresh(probe))
+    up = state.is_up(probe)
+    failing = sorted((r for r in results if r.outcome != pb.OUTCOME_OK), key=_severity)
+    return {
+        "probe": probe.probe_id,
+        "up": up,
+        "state": (courier_state(results) or "unknown") if up else "probe down",
+        "last_seen": probe.last_seen,
+        "version": probe.version,
+        "pop": probe.pop,
+        "ports": [{"port": port, "status": _port_status(results, port)} for port in COURIER_PORTS],
+        "spool_depth": probe.health.spool_depth,
+        "checks": len(results),
+        "failing": len(failing),
+        "findings": [_finding(r) for r in failing[:MAX_FINDINGS]],
+    }
+
+
+def _port_status(results: Sequence[pb.Result], port: int) -> str:
+    """Whether a courier answered on this port (direct path): "ok", else the likeliest why."""
+    outcomes = [
+        r.outcome
+        for r in results
+        if r.check == "courier" and r.port == port and r.via in ("", "direct")
+    ]
+    if not outcomes:
+        return "no result"
+    if pb.OUTCOME_OK in outcomes:
+        return "ok"
+    return outcome_label(Counter(outcomes).most_common(1)[0][0])
+
+
+def _severity(result: pb.Result) -> tuple[bool, bool, str, str, int]:
+    """Couriers first, then the groups devices cannot be managed without."""
+    courier = result.check == "courier"
+    critical = result.group in CRITICAL_GROUPS
+    return (not courier, not critical, result.group, result.target, result.port)
+
+
+def _finding(result: pb.Result) -> dict[str, Any]:
+    return {
+        "group": result.group,
+        "target": result.target,
+        "port": result.port,
+        "check": result.check,
+        "family": result.address_family,
+        "via": result.via,
+        "outcome": outcome_label(result.outcome),
+        "detail": result.detail,
+    }
+
+
+@functools.cache
+def _template() -> str:
+    return resources.files("courierwatch.collector").joinpath("status.html").read_text()
+
+
+def _script_json(data: dict[str, Any]) -> str:
+    """JSON safe inside a <script> element: no "</script>" or "<!--" can end it early."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def render_page(state: State, nonce: str) -> str:
+    # The nonce first: probe data can then contain the placeholder text harmlessly.
+    page = _template().replace("{{NONCE}}", nonce)
+    return page.replace("{{INITIAL}}", _script_json(snapshot(state)))
+
+
+def routes(state: State) -> list[web.RouteDef]:
+    async def page(_: web.Request) -> web.Response:
+        nonce = secrets.token_urlsafe(16)
+        policy = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+        headers = {
+            "Content-Security-Policy": policy,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",
+        }
+        return web.Response(
+            text=render_page(state, nonce), content_type="text/html", headers=headers
+        )
+
+    async def api(_: web.Request) -> web.Response:
+        return web.json_response(snapshot(state), headers={"Cache-Control": "no-store"})
+
+    return [web.get("/", page), web.get("/api/status", api)]

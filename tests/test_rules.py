@@ -1,0 +1,345 @@
+"""The shipped Prometheus rules and Alertmanager config: promtool and amtool accept them, every
+alert is unit-tested firing and quiet, the inhibition really matches, and a real Prometheus
+fires the courier alert for a blocked site only."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+import yaml
+from aiohttp import web
+from promserver import (
+    ROOT,
+    RULES,
+    alertmanager,
+    dashboard_queries,
+    fast_rules,
+    prometheus,
+    require,
+)
+
+PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
+RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
+ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+# Alerts about one place must name it; CollectorDown is about the collector itself.
+NAMES_PLACE = re.compile(r"\$labels\.(site|pop|instance)\b")
+
+
+def run(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def alert_rules() -> list[dict]:
+    return [
+        rule
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def rule_tests() -> list[dict]:
+    return [
+        case
+        for path in RULE_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    ]
+
+
+def test_promtool_accepts_the_rules_and_the_scrape_config():
+    promtool = require("promtool")
+    run(promtool, "check", "rules", *map(str, RULES))
+    out = run(promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml"))
+    assert f"{len(RULES)} rule files found" in out
+
+
+def test_promtool_unit_tests_pass():
+    promtool = require("promtool")
+    assert RULE_TESTS
+    run(promtool, "test", "rules", *map(str, RULE_TESTS))
+
+
+def test_every_alert_is_tested_firing_and_quiet():
+    firing = {c["alertname"] for c in rule_tests() if c.get("exp_alerts")}
+    quiet = {c["alertname"] for c in rule_tests() if not c.get("exp_alerts")}
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names - firing == set(), "alerts without a firing test"
+    assert names - quiet == set(), "alerts without a test where they stay quiet"
+    assert {
+        "CourierReachabilityLost",
+        "Courier5223Blocked",
+        "ProbeDown",
+        "TLSInterception",
+        "DNSFilteringOrHijack",
+        "AppleServiceGroupDegraded",
+        "LatencyAboveBaseline",
+        "PopWideIncident",
+    } <= names
+
+
+def test_every_alert_explains_itself():
+    for rule in alert_rules():
+        annotations = rule["annotations"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+        assert NAMES_PLACE.search(annotations["summary"]), rule["alert"]
+        assert NAMES_PLACE.search(annotations["description"]), rule["alert"]
+
+
+def alertnames(matchers: list[str]) -> set[str]:
+    """The alert names an Alertmanager matcher list selects (= or =~ on alertname)."""
+    names = {rule["alert"] for rule in alert_rules()}
+    for matcher in matchers:
+        m = re.fullmatch(r'alertname(=~?)"(.*)"', matcher)
+        if m:
+            op, value = m.groups()
+            return {n for n in names if (re.fullmatch(value, n) if op == "=~" else n == value)}
+    raise AssertionError(f"no alertname matcher in {matchers}")
+
+
+def test_inhibit_rules_name_real_alerts_that_carry_the_equal_labels():
+    """The inhibition only works if source and target alerts both carry the `equal` labels:
+    checked against the labels the unit tests expect each alert to fire with."""
+    fired: dict[str, list[dict]] = {}
+    for case in rule_tests():
+        for alert in case.get("exp_alerts") or []:
+            fired.setdefault(case["alertname"], []).append(alert["exp_labels"])
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    assert config["inhibit_rules"]
+    for rule in config["inhibit_rules"]:
+        for side in ("source_matchers", "target_matchers"):
+            names = alertnames(rule[side])
+            assert names, f"{side} {rule[side]} matches no alert"
+            for name in names:
+                for labels in fired[name]:
+                    missing = set(rule["equal"]) - set(labels)
+                    assert not missing, f"{name} fires without {missing}"
+
+
+def test_amtool_accepts_the_alertmanager_config_and_routes_by_severity():
+    amtool = require("amtool")
+    run(amtool, "check-config", str(ALERTMANAGER))
+    config = f"--config.file={ALERTMANAGER}"
+    for severity, receiver in (("critical", "noc-pager"), ("warning", "noc-tickets")):
+        out = run(amtool, "config", "routes", "test", config, "alertname=X", f"severity={severity}")
+        assert out.split()[0] == receiver
+
+
+async def test_alertmanager_inhibits_a_pop_s_sites_during_a_pop_incident(tmp_path):
+    # The shipped config, with its receivers pointed at a closed port on loopback.
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = "http://127.0.0.1:9/"
+    (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
+
+    def alert(name: str, **labels: str) -> dict:
+        return {"labels": {"alertname": name, "severity": "critical", **labels}}
+
+    async with alertmanager(tmp_path / "am.yml", tmp_path) as am:
+        await am.post(
+            [
+                alert("PopWideIncident", pop="eu-central"),
+                alert("CourierReachabilityLost", site="a", pop="eu-central"),
+                alert("Courier5223Blocked", site="b", pop="eu-central", port="5223"),
+                alert("CourierReachabilityLost", site="d", pop="us-ne"),
+                alert("AppleServiceGroupDegraded", site="d", group="push"),
+                alert("AppleServiceGroupDegraded", site="e", group="push"),
+            ]
+        )
+
+        async def states() -> dict[str, str]:
+            return {
+                f"{a['labels']['alertname']}/{a['labels'].get('site', '')}": a["status"]["state"]
+                for a in await am.alerts()
+            }
+
+        expected = {
+            "PopWideIncident/": "active",
+            "CourierReachabilityLost/a": "suppressed",
+            "Courier5223Blocked/b": "suppressed",
+            "CourierReachabilityLost/d": "active",  # another POP
+            "AppleServiceGroupDegraded/d": "suppressed",  # said by the courier alert
+            "AppleServiceGroupDegraded/e": "active",
+        }
+        seen: dict[str, str] = {}
+
+        async def inhibited() -> bool:
+            nonlocal seen
+            seen = await states()
+            return seen == expected
+
+        try:  # Alertmanager applies inhibitions asynchronously
+            await am.wait_for(inhibited, 10, "inhibitions applied")
+        except AssertionError:
+            assert seen == expected
+
+
+# --- The shipped rules in a real Prometheus ---------------------------------------------------
+
+
+def exposition(now: float) -> str:
+    """A collector's /metrics for two sites on one POP: "healthy", and "blocked" whose
+    couriers are refused; every series the dashboards read, as the metrics contract names it."""
+    lines = []
+
+    def add(name: str, value: float, **labels: str) -> None:
+        text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        lines.append(f"{name}{{{text}}} {value}")
+
+    for site, ok in (("healthy", True), ("blocked", False)):
+        probe = {"site": site, "probe": f"pi-{site}"}
+        add("courierwatch_probe_up", 1, **probe)
+        add("courierwatch_probe_last_seen_timestamp_seconds", now, **probe)
+        add("courierwatch_probe_info", 1, **probe, version="0.1.0", config_digest="abc")
+        for metric, value in (
+            ("results_applied_total", 100),
+            ("results_duplicate_total", 0),
+            ("spool_depth", 0),
+            ("spool_bytes", 0),
+            ("spool_dropped_total", 0),
+            ("loop_lag_seconds", 0.01),
+            ("oldest_pending_seconds", 0),
+        ):
+            add(f"courierwatch_probe_{metric}", value, **probe)
+        add("courierwatch_pop_info", 1, **probe, pop="eu-central")
+        add("courierwatch_pop_changes_total", 1, **probe)
+        add("courierwatch_pop_last_change_timestamp_seconds", now - 3600, **probe)
+        add("courierwatch_courier_state", 1, **probe, state="ok" if ok else "down")
+        add("courierwatch_ntp_offset_seconds", 0.002, **probe, target="time.apple.com")
+        checks = [
+            (
+                "courier.push.apple.com",
+                "5223",
+                "courier",
+                "push",
+                "eu-central",
+                "ok" if ok else "refused",
+            ),
+            (
+                "courier.push.apple.com",
+                "443",
+                "courier",
+                "push",
+                "eu-central",
+                "ok" if ok else "timeout",
+            ),
+            ("mesu.apple.com", "53", "dns", "software_updates", "", "ok" if ok else "dns_sinkhole"),
+            (
+                "deviceenrollment.apple.com",
+                "443",
+                "tls",
+                "device_setup",
+                "",
+                "ok" if ok else "tls_intercepted",
+            ),
+        ]
+        for target, port, check, group, pop, outcome in checks:
+            check_labels = {
+                **probe,
+                "target": target,
+                "port": port,
+                "check": check,
+                "group": group,
+                "family": "ipv4",
+                "via": "direct",
+            }
+            add("courierwatch_check_success", int(outcome == "ok"), **check_labels, pop=pop)
+            add("courierwatch_check_outcome", 1, **check_labels, pop=pop, outcome=outcome)
+            add("courierwatch_check_results_total", 10, **check_labels, outcome=outcome)
+            add("courierwatch_check_last_run_timestamp_seconds", now, **check_labels)
+            for phase, seconds in (
+                ("dns", 0.004),
+                ("connect", 0.02),
+                ("tls", 0.05),
+                ("total", 0.08),
+            ):
+                add(
+                    "courierwatch_check_duration_seconds",
+                    seconds,
+                    **check_labels,
+                    pop=pop,
+                    phase=phase,
+                )
+            if check != "dns":
+                add(
+                    "courierwatch_tls_leaf_not_after_timestamp_seconds",
+                    now + 86400 * 90,
+                    **check_labels,
+                )
+                issuer = "CN=Apple Server Authentication CA" if ok else "CN=Inspection CA"
+                add(
+                    "courierwatch_tls_issuer_info",
+                    1,
+                    **check_labels,
+                    issuer=issuer,
+                    verified_by="expected" if ok else "",
+                )
+    add("courierwatch_collector_refused_total", 0, reason="unknown_site")
+    return "\n".join(lines) + "\n"
+
+
+async def test_real_prometheus_fires_courier_lost_for_the_blocked_site_only(tmp_path):
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=exposition(time.time()), content_type="text/plain")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    collector = f"127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with prometheus([collector], tmp_path, rule_files=fast_rules(tmp_path)) as prom:
+
+            async def lost() -> list[dict]:
+                return [
+                    a
+                    for a in await prom.alerts()
+                    if a["labels"]["alertname"] == "CourierReachabilityLost"
+                    and a["state"] == "firing"
+                ]
+
+            fired = await prom.wait_for(lost, 15, "CourierReachabilityLost firing")
+            assert [(a["labels"]["site"], a["labels"]["pop"]) for a in fired] == [
+                ("blocked", "eu-central")
+            ]
+            assert "Site blocked cannot reach" in fired[0]["annotations"]["summary"]
+            assert "5223 refused" in fired[0]["annotations"]["description"]
+
+            # Every dashboard query evaluates, and returns data for the blocked site.
+            queries = list(dashboard_queries(site="blocked", pop="eu-central", probe="pi-blocked"))
+
+            async def empty() -> list[str]:
+                return [q for _, q in queries if not await prom.query(q)]
+
+            async def all_answer() -> bool:
+                return not await empty()
+
+            try:
+                await prom.wait_for(all_answer, 10, "every dashboard query has data")
+            except AssertionError:
+                pytest.fail(f"dashboard queries without data: {await empty()}")
+            states = {a["labels"]["site"] for a in await lost()}
+            assert states == {"blocked"}  # and still not the healthy site
+    finally:
+        await runner.cleanup()
+
+
+def test_fast_rules_only_shorten_durations(tmp_path):
+    for original, fast in zip(RULES, fast_rules(tmp_path), strict=True):
+        a, b = yaml.safe_load(original.read_text()), yaml.safe_load(fast.read_text())
+        for group_a, group_b in zip(a["groups"], b["groups"], strict=True):
+            assert "interval" not in group_b
+            for rule_a, rule_b in zip(group_a["rules"], group_b["rules"], strict=True):
+                assert {k: v for k, v in rule_a.items() if k != "for"} == {
+                    k: v for k, v in rule_b.items() if k != "for"
+                }
+                assert rule_b.get("for", "1s") == "1s"
