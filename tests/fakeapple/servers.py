@@ -42,9 +42,14 @@ class TLSServer(StreamServer):
     `alpn_selected`: protocol chosen per completed handshake (None when none)."""
 
     def __init__(
-        self, cert: trustme.LeafCert, alpn: list[str] | None = None, host: str = LOCALHOST
+        self,
+        cert: trustme.LeafCert,
+        alpn: list[str] | None = None,
+        host: str = LOCALHOST,
+        port: int = 0,  # 0: any free port; a fixed one (5223, 443) needs root below 1024
     ) -> None:
         super().__init__(host)
+        self._fixed_port = port
         self.cert = cert
         self.alpn = alpn
         self.server_names: list[str | None] = []
@@ -56,7 +61,7 @@ class TLSServer(StreamServer):
         return self.connections  # asyncio hands over TLS connections only once handshaken
 
     async def start(self) -> None:
-        await self._listen(ssl_context=self._context)
+        await self._listen(self._fixed_port, ssl_context=self._context)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         ssl_object = writer.get_extra_info("ssl_object")
