@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from promserver import stop
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -28,13 +28,7 @@ async def courierwatch(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
     try:
         yield process
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        await stop(process)
 
 
 async def line_starting(process: asyncio.subprocess.Process, prefix: str, seconds: float) -> str:

@@ -86,6 +86,23 @@ class Prometheus(Daemon):
         return (await self.get("/api/v1/alerts"))["data"]["alerts"]
 
 
+    async def assert_dashboards_have_data(self, seconds: float, **values: str) -> None:
+        """Every shipped dashboard query, with Grafana's variables set to `values`, returns
+        data within `seconds` (rules and scrapes need a few rounds)."""
+        queries = [q for _, q in dashboard_queries(**values)]
+
+        async def without_data() -> list[str]:
+            return [q for q in queries if not await self.query(q)]
+
+        async def all_answer() -> bool:
+            return not await without_data()
+
+        try:
+            await self.wait_for(all_answer, seconds, "every dashboard query has data")
+        except AssertionError:
+            pytest.fail(f"dashboard queries without data: {await without_data()}")
+
+
 class Alertmanager(Daemon):
     async def post(self, alerts: list[dict[str, Any]]) -> None:
         async with self.session.post(self.url + "/api/v2/alerts", json=alerts) as response:

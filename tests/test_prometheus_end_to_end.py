@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import yaml
-from promserver import dashboard_queries, fast_rules, prometheus
+from promserver import fast_rules, prometheus
 
 from fakeapple import COURIER_ALPN, COURIER_POP, COURIER_SNI, FakeDNS, TLSServer
 from processes import courierwatch, line_starting
@@ -95,19 +95,9 @@ async def test_courier_lost_fires_for_the_blocked_site_only(tmp_path, apple):
                 ]
                 assert "refused" in fired[0]["annotations"]["description"]
 
-                queries = list(dashboard_queries(site="healthy", pop=COURIER_POP,
-                                                 probe="pi-healthy"))
-
-                async def without_data() -> list[str]:
-                    return [q for _, q in queries if not await prom.query(q)]
-
-                async def all_answer() -> bool:
-                    return not await without_data()
-
-                try:
-                    await prom.wait_for(all_answer, 20, "every dashboard query has data")
-                except AssertionError:
-                    pytest.fail(f"dashboard queries without data: {await without_data()}")
+                await prom.assert_dashboards_have_data(
+                    20, site="healthy", pop=COURIER_POP, probe="pi-healthy"
+                )
                 # Still only the blocked site, now that everything has had time to fire.
                 assert {a["labels"]["site"] for a in await courier_lost()} == {"blocked"}
                 healthy = await prom.query('courierwatch_courier_state{site="healthy"}')

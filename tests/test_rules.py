@@ -8,14 +8,12 @@ import re
 import subprocess
 import time
 
-import pytest
 import yaml
 from aiohttp import web
 from promserver import (
     ROOT,
     RULES,
     alertmanager,
-    dashboard_queries,
     fast_rules,
     prometheus,
     require,
@@ -315,18 +313,9 @@ async def test_real_prometheus_fires_courier_lost_for_the_blocked_site_only(tmp_
             assert "5223 refused" in fired[0]["annotations"]["description"]
 
             # Every dashboard query evaluates, and returns data for the blocked site.
-            queries = list(dashboard_queries(site="blocked", pop="eu-central", probe="pi-blocked"))
-
-            async def empty() -> list[str]:
-                return [q for _, q in queries if not await prom.query(q)]
-
-            async def all_answer() -> bool:
-                return not await empty()
-
-            try:
-                await prom.wait_for(all_answer, 10, "every dashboard query has data")
-            except AssertionError:
-                pytest.fail(f"dashboard queries without data: {await empty()}")
+            await prom.assert_dashboards_have_data(
+                10, site="blocked", pop="eu-central", probe="pi-blocked"
+            )
             states = {a["labels"]["site"] for a in await lost()}
             assert states == {"blocked"}  # and still not the healthy site
     finally:
