@@ -67,7 +67,7 @@ def default_state_dir() -> str:
     )
 
 
-def load_collector_config(path: str | None) -> CollectorConfig:
+def load_collector_config(path: str | None, *, insecure: bool = False) -> CollectorConfig:
     """Read and validate a collector config file; path None gives the built-in defaults.
 
     The defaults have no mTLS files, so without a file this raises: `up` builds its config in
@@ -85,7 +85,7 @@ def load_collector_config(path: str | None) -> CollectorConfig:
         source=doc.source,
         grpc_listen=listen.value("grpc", to_address(allow_zero=True), _GRPC),
         http_listen=listen.value("http", to_address(allow_zero=True), _HTTP),
-        transport=read_transport(root.section("transport")),
+        transport=read_transport(root.section("transport"), insecure=insecure),
         stale_intervals=series.number("stale_intervals", 3.0, positive=True),
         min_stale=series.duration("min_stale", 60.0),
         forget_after=series.duration("forget_after", 86400.0),

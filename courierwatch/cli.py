@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
         "result to the collector(s). Needs site, collectors and transport in the config.",
     )
     probe.add_argument("--config", metavar="FILE", required=True, help="probe YAML config")
+    probe.add_argument("--insecure", action="store_true",
+                       help="dev mode: plaintext, no certificate (logs a warning)")
 
     collector = roles.add_parser(
         "collector", help="the central server: receive probe streams, serve /metrics",
@@ -46,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         "the results as Prometheus metrics on /metrics, plus /healthz.",
     )
     collector.add_argument("--config", metavar="FILE", required=True, help="collector YAML config")
+    collector.add_argument("--insecure", action="store_true",
+                           help="dev mode: accept probes in plaintext without certificates, "
+                           "for any site (logs a warning)")
 
     up = roles.add_parser(
         "up", help="collector and a local probe in one process, on built-in defaults",
@@ -124,13 +129,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from courierwatch.probe.config import load_probe_config
         from courierwatch.probe.daemon import run_probe
 
-        probe_config = load_probe_config(args.config)
+        probe_config = load_probe_config(args.config, insecure=args.insecure)
         return _run_until_signal(lambda stop: run_probe(probe_config, stop))
     if args.role == "collector":
         from courierwatch.collector.config import load_collector_config
         from courierwatch.collector.server import serve
 
-        collector_config = load_collector_config(args.config)
+        collector_config = load_collector_config(args.config, insecure=args.insecure)
         return _run_until_signal(lambda stop: serve(collector_config, stop, _announce))
     from courierwatch.allinone import run_up, up_config
 

@@ -11,6 +11,7 @@ so a config mistake never ends in a traceback.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import ipaddress
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 __all__ = [
     "BUILTIN",
@@ -635,18 +638,51 @@ class TransportConfig:
 _TRANSPORT_FILES: Final = ("ca", "cert", "key")
 
 
-def read_transport(sec: Section, *, required: bool = True) -> TransportConfig:
+def read_transport(
+    sec: Section, *, required: bool = True, insecure: bool = False
+) -> TransportConfig:
     """The `transport` mapping. Unless insecure, ca, cert and key must be readable files.
 
-    required=False (a role that sends nothing) only checks the shape. With insecure: true the
-    files are unused, so they are neither required nor opened.
+    required=False (a role that sends nothing) only checks the shape. With insecure: true (or
+    insecure=True: the command line's --insecure) the files are unused, so they are neither
+    required nor opened.
     """
     sec.check_keys("insecure", *_TRANSPORT_FILES)
-    insecure = sec.boolean("insecure", False)
+    insecure = insecure or sec.boolean("insecure", False)
     if insecure or not required:
         ca, cert, key = (sec.string(name, None) for name in _TRANSPORT_FILES)
         return TransportConfig(insecure, ca, cert, key)
     for name in _TRANSPORT_FILES:
         if not sec.has(name):
             raise sec.error("mTLS material is required unless transport.insecure is true", name)
-    return TransportConfig(False, sec.file("ca"), sec.file("cert"), sec.file("key"))
+    transport = TransportConfig(False, sec.file("ca"), sec.file("cert"), sec.file("key"))
+    _check_tls_material(sec, transport)
+    return transport
+
+
+def _check_tls_material(sec: Section, transport: TransportConfig) -> None:
+    """Parse the files now: a wrong or expired file must be a config error naming the field,
+    not a gRPC failure to bind, or a probe retrying for ever."""
+    assert transport.ca and transport.cert and transport.key
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        anchors = x509.load_pem_x509_certificates(Path(transport.ca).read_bytes())
+    except ValueError:
+        raise sec.error("not a PEM certificate (the CA that signed the other side)", "ca") from None
+    try:
+        own = x509.load_pem_x509_certificates(Path(transport.cert).read_bytes())[0]
+    except ValueError:
+        raise sec.error("not a PEM certificate", "cert") from None
+    if own.not_valid_after_utc < now:
+        raise sec.error(f"the certificate expired on {own.not_valid_after_utc:%Y-%m-%d}", "cert")
+    try:
+        key = serialization.load_pem_private_key(Path(transport.key).read_bytes(), None)
+    except (ValueError, TypeError):
+        raise sec.error("not an unencrypted PEM private key", "key") from None
+    if key.public_key().public_bytes(*_SPKI) != own.public_key().public_bytes(*_SPKI):
+        raise sec.error("this key does not belong to transport.cert", "key")
+    if not any(a.not_valid_after_utc >= now for a in anchors):
+        raise sec.error("every certificate in it has expired", "ca")
+
+
+_SPKI: Final = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

@@ -13,6 +13,7 @@ import datetime
 import io
 import ipaddress
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,9 @@ def _write(path: Path, data: bytes, *, secret: bool = False, force: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keys are created unreadable to others from the start, not chmod-ed afterwards.
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600 if secret else 0o644), "wb") as out:
+    mode = 0o600 if secret else 0o644
+    with os.fdopen(os.open(path, flags, mode), "wb") as out:
+        os.fchmod(out.fileno(), mode)  # an existing file (--force) keeps its mode otherwise
         out.write(data)
 
 
@@ -156,10 +159,17 @@ def issue_collector(directory: Path, hosts: list[str], *, days: int, force: bool
     return directory / COLLECTOR_CERT
 
 
+# As the probe's config requires: these become label values and file names.
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
 def probe_bundle(
     directory: Path, *, site: str, probe_id: str, collectors: list[str], days: int
 ) -> bytes:
     """A .tar.gz with ca.pem, probe.pem, probe.key and a probe.yaml that uses them."""
+    for what, value in (("site", site), ("probe id", probe_id)):
+        if not _NAME.fullmatch(value) or value in (".", ".."):
+            raise PkiError(f"{what} {value!r}: use 1 to 64 characters from A-Z a-z 0-9 . _ -")
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "courierwatch"),
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, site),

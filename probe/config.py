@@ -166,6 +166,7 @@ def load_probe_config(
     path: str | None,
     *,
     require_identity: bool = True,
+    insecure: bool = False,
     check_kinds: Collection[str] = DEFAULT_CHECK_KINDS,
     host_has_ipv6: Callable[[], bool] = families.host_has_ipv6,
 ) -> ProbeConfig:
@@ -185,7 +186,9 @@ def load_probe_config(
     if require_identity and not collectors:
         raise root.error("at least one collector host:port is required", "collectors")
     # `check` and `up` send nothing over the configured transport, so only its shape matters.
-    transport = read_transport(root.section("transport"), required=require_identity)
+    transport = read_transport(
+        root.section("transport"), required=require_identity, insecure=insecure
+    )
 
     resolver = root.section("resolver")
     resolver.check_keys("nameservers", "port")

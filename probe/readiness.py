@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from courierwatch.probe import catalog
+from courierwatch.results import FALLBACK_PORT, courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 # Groups whose hosts live in Apple's own address space: rules can name the range and the domain.
 _APNS: Final = frozenset({"push", "push_provider"})
 _APNS_DOMAIN: Final = "*.push.apple.com"
 _APPLE_V4: Final = "17.0.0.0/8"
-_FALLBACK_PORT: Final = 443  # the couriers' fallback; any other courier port is the primary
 _NAMED: Final = 3  # subjects a merged to-do names before "and N more"
 # By outcome: the template, and whether its subject is the name asked (else the rule's scope).
 _DNS_ACTIONS: Final = {
@@ -36,13 +36,6 @@ _BLOCKED: Final = frozenset(
 _APSD_PROXY: Final = (
     "the proxy needs credentials: apsd cannot use an authenticated proxy; allow 5223 direct"
 )
-
-
-def outcome_name(outcome: int) -> str:
-    try:
-        return pb.Outcome.Name(outcome).removeprefix("OUTCOME_").lower()
-    except ValueError:
-        return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,20 +216,18 @@ def push_status(results: Sequence[pb.Result]) -> PushStatus:
     path is reported beside it."""
     couriers = [r for r in results if r.check == "courier"]
     direct = [r for r in couriers if r.via != "proxy"]
-    primary = [r for r in direct if r.port != _FALLBACK_PORT]
-    fallback = [r for r in direct if r.port == _FALLBACK_PORT]
-    primary_ok, fallback_ok = _works(primary), _works(fallback)
+    primary = [r for r in direct if r.port != FALLBACK_PORT]
+    fallback = [r for r in direct if r.port == FALLBACK_PORT]
     port = "/".join(sorted({str(r.port) for r in primary})) or "5223"
-    if not direct:
-        state, summary = "unknown", "no courier checked"
-    elif primary_ok:
-        state, summary = "ok", f"couriers answer on {port}"
-        if fallback and not fallback_ok:
-            summary += "; the 443 fallback is blocked"
-    elif fallback_ok:
-        state, summary = "degraded", f"{port} blocked, 443 fallback only"
-    else:
-        state, summary = "down", "couriers unreachable"
+    state = courier_state(direct) or "unknown"
+    summary = {
+        "unknown": "no courier checked",
+        "ok": f"couriers answer on {port}",
+        "degraded": f"{port} blocked, 443 fallback only",
+        "down": "couriers unreachable",
+    }[state]
+    if state == "ok" and fallback and not _works(fallback):
+        summary += "; the 443 fallback is blocked"
     # A family whose primary path fails while another's works: a broken IPv6 path, say.
     working = {r.address_family for r in primary if r.outcome == pb.OUTCOME_OK}
     broken = sorted({r.address_family for r in primary} - working - {""})
@@ -246,7 +237,7 @@ def push_status(results: Sequence[pb.Result]) -> PushStatus:
     proxy = ""
     if proxied:
         failing = next((r for r in proxied if r.outcome != pb.OUTCOME_OK), None)
-        proxy = "ok" if _works(proxied) else outcome_name(failing.outcome if failing else 0)
+        proxy = "ok" if _works(proxied) else outcome_label(failing.outcome if failing else 0)
     pops = {r.pop for r in results if r.group == "push" and r.pop}
     return PushStatus(state, summary, tuple(sorted(pops)), proxy)
 

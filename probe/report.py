@@ -26,10 +26,11 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from courierwatch.probe.readiness import Failure, GroupStatus, Readiness, merge, outcome_name
+from courierwatch.probe.readiness import Failure, GroupStatus, Readiness, merge
+from courierwatch.results import outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-__all__ = ["as_table", "outcome_name", "readiness_json", "readiness_text"]
+__all__ = ["as_table", "readiness_json", "readiness_text"]
 
 _WIDTH = 80
 _DETAIL_LINES = 2  # the rest is in --json
@@ -59,7 +60,7 @@ def readiness_json(readiness: Readiness) -> str:
             {
                 "target": r.target,
                 "family": r.address_family,
-                "outcome": outcome_name(r.outcome),
+                "outcome": outcome_label(r.outcome),
                 "offset_seconds": r.ntp.offset_seconds if r.outcome == pb.OUTCOME_OK else None,
                 "stratum": r.ntp.stratum,
                 "detail": r.detail,
@@ -89,7 +90,7 @@ def _group_json(group: GroupStatus) -> dict[str, Any]:
                 "family": f.result.address_family,
                 "via": f.result.via,
                 "dialled_host": f.result.dialled_host,
-                "outcome": outcome_name(f.result.outcome),
+                "outcome": outcome_label(f.result.outcome),
                 "detail": f.result.detail,
                 "action": f.action.text,
             }
@@ -150,7 +151,7 @@ def _time_lines(clocks: Sequence[pb.Result]) -> list[str]:
         if result.outcome == pb.OUTCOME_OK:
             what = f"offset {result.ntp.offset_seconds:+.3f} s, stratum {result.ntp.stratum}"
         else:
-            what = f"{outcome_name(result.outcome)}: {result.detail}"
+            what = f"{outcome_label(result.outcome)}: {result.detail}"
         lines.append(_clip(f"Time: {where} {what}"))
     return lines
 
@@ -165,7 +166,7 @@ def _failure_lines(failures: Sequence[Failure]) -> list[str]:
     for members in by_fix.values():
         for failure in members[:_SHOWN]:
             r = failure.result
-            what = f"{r.target}:{r.port} {r.check}{_tags(r)}: {outcome_name(r.outcome)}"
+            what = f"{r.target}:{r.port} {r.check}{_tags(r)}: {outcome_label(r.outcome)}"
             lines.append(_clip(f"  x  {what}"))
             lines.extend(_wrap(r.detail, " " * 7, " " * 7)[:_DETAIL_LINES] if r.detail else [])
         if len(members) > _SHOWN:
@@ -192,7 +193,7 @@ def _rows(results: Sequence[pb.Result]) -> list[dict[str, Any]]:
     rows = []
     for result in results:
         row = MessageToDict(result, preserving_proto_field_name=True)
-        row["outcome"] = outcome_name(result.outcome)
+        row["outcome"] = outcome_label(result.outcome)
         row.pop("seq", None)  # numbering belongs to the stream, not to a one-off run
         rows.append(row)
     return rows
@@ -208,7 +209,7 @@ def as_table(results: Sequence[pb.Result]) -> str:
             lines.append(f"[{group}]")
         target = _clip(f"{result.target}:{result.port}{_tags(result)}", 38)
         millis = f"{result.phases.total * 1000:.0f}"
-        line = f"{target:<38} {result.check:<7} {outcome_name(result.outcome):<16} {millis:>6}  "
+        line = f"{target:<38} {result.check:<7} {outcome_label(result.outcome):<16} {millis:>6}  "
         lines.append(_clip(line + result.detail, _WIDTH).rstrip())
     failed = sum(r.outcome != pb.OUTCOME_OK for r in results)
     lines.append(f"{len(results)} checks, {len(results) - failed} ok, {failed} failed")

@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import trustme
 
 from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.configfile import BUILTIN, ConfigError, TransportConfig, read_yaml, to_duration
@@ -32,13 +33,13 @@ def probe_error(path: str | None, *, require_identity: bool = False) -> str:
 
 
 def pems(tmp_path: Path) -> dict[str, str]:
-    """Stand-in PEM files: the config layer only checks that they can be read."""
-    out = {}
-    for name in ("ca", "cert", "key"):
-        path = tmp_path / f"{name}.pem"
-        path.write_text("-----BEGIN TEST-----\n")
-        out[name] = str(path)
-    return out
+    """Real mTLS material (the config layer parses it): a CA, a certificate and its key."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("probe.example")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    leaf.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    leaf.private_key_pem.write_to_path(tmp_path / "key.pem")
+    return {name: str(tmp_path / f"{name}.pem") for name in ("ca", "cert", "key")}
 
 
 # --- errors: one per kind, each the exact line ---
@@ -674,3 +675,31 @@ def test_families_auto_follows_the_host() -> None:
 def test_new_keys_errors(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text + "\n")
     assert probe_error(path).startswith(f"{path}:1: {message}")
+
+
+@pytest.mark.parametrize(
+    ("field", "breakage", "message"),
+    [
+        ("ca", lambda f: Path(f["ca"]).write_text("junk\n"), "not a PEM certificate"),
+        ("cert", lambda f: Path(f["cert"]).write_text("junk\n"), "not a PEM certificate"),
+        ("key", lambda f: Path(f["key"]).write_text("junk\n"), "not an unencrypted PEM"),
+        ("key", lambda f: Path(f["key"]).write_bytes(
+            trustme.CA().issue_cert("other").private_key_pem.bytes()),
+         "this key does not belong to transport.cert"),
+    ],
+)
+def test_broken_mtls_material_is_a_config_error_naming_the_field(
+    tmp_path: Path, field, breakage, message
+) -> None:
+    files = pems(tmp_path)
+    breakage(files)
+    path = write(
+        tmp_path,
+        f"""
+        site: ams
+        collectors: [c.example:9475]
+        transport: {{ca: {files["ca"]}, cert: {files["cert"]}, key: {files["key"]}}}
+        """,
+    )
+    error = probe_error(path, require_identity=True)
+    assert error.startswith(f"{path}:3: transport.{field}: {message}"), error

@@ -226,7 +226,8 @@ def test_compose_files_point_at_each_other(tmp_path):
     # The collector's config, with the mounted certificate paths made real, loads.
     for pem in ("ca.pem", "collector.pem", "collector.key"):
         assert f"./pki/{pem}" == collector[f"/etc/courierwatch/{pem}"]
-        (tmp_path / pem).write_text("placeholder\n")
+    pki.create_ca(tmp_path, name="compose test CA", days=10)  # what `pki init` puts there
+    pki.issue_collector(tmp_path, ["collector.noc.example.net"], days=10)
     text = config_host.read_text().replace("/etc/courierwatch/", f"{tmp_path}/")
     (tmp_path / "collector.yaml").write_text(text)
     config = load_collector_config(str(tmp_path / "collector.yaml"))

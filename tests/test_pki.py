@@ -82,3 +82,15 @@ def test_cli_without_a_ca_says_what_to_do_in_one_line(tmp_path):
         "courierwatch: no fleet CA in nowhere: run `courierwatch pki init`"
     )
     assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("probe_id", ["pi/../../evil", "pi 1", "", ".."])
+def test_probe_ids_that_cannot_be_labels_or_file_names_are_refused(fleet, probe_id):
+    with pytest.raises(pki.PkiError, match="probe id"):
+        pki.probe_bundle(fleet, site="ams", probe_id=probe_id, collectors=["c:1"], days=10)
+
+
+def test_force_makes_an_existing_key_file_private(fleet):
+    (fleet / "ca.key").chmod(0o644)
+    pki.create_ca(fleet, name="again", days=10, force=True)
+    assert stat.S_IMODE((fleet / "ca.key").stat().st_mode) == 0o600

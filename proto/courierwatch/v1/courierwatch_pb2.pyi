@@ -88,10 +88,14 @@ class Hello(_message.Message):
     def __init__(self, probe_id: _Optional[str] = ..., site: _Optional[str] = ..., software_version: _Optional[str] = ..., config_digest: _Optional[str] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("applied_through_seq",)
+    __slots__ = ("applied_through_seq", "max_batch", "max_message_bytes")
     APPLIED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     applied_through_seq: int
-    def __init__(self, applied_through_seq: _Optional[int] = ...) -> None: ...
+    max_batch: int
+    max_message_bytes: int
+    def __init__(self, applied_through_seq: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
 
 class Health(_message.Message):
     __slots__ = ("spool_depth", "spool_bytes", "dropped_total", "loop_lag_seconds", "oldest_pending_seconds")
