@@ -82,11 +82,15 @@ echo "install-probe: courierwatch into $PREFIX/venv (from $source)"
 
 echo "install-probe: configuration and certificate into $CONFIG_DIR"
 install -d -m 0755 "$CONFIG_DIR"
+# An upgrade or a renewed certificate must not undo the site's own settings (proxy,
+# trust.site, resolver, targets): an existing probe.yaml stays, the bundle's goes beside it.
 if [ -f "$CONFIG_DIR/probe.yaml" ] && ! cmp -s "$workdir/probe.yaml" "$CONFIG_DIR/probe.yaml"; then
-  cp -p "$CONFIG_DIR/probe.yaml" "$CONFIG_DIR/probe.yaml.previous"
-  echo "install-probe: kept your previous config as $CONFIG_DIR/probe.yaml.previous"
+  install -m 0644 "$workdir/probe.yaml" "$CONFIG_DIR/probe.yaml.bundle"
+  echo "install-probe: kept your $CONFIG_DIR/probe.yaml; the bundle's is probe.yaml.bundle"
+else
+  install -m 0644 "$workdir/probe.yaml" "$CONFIG_DIR/"
 fi
-install -m 0644 "$workdir/ca.pem" "$workdir/probe.pem" "$workdir/probe.yaml" "$CONFIG_DIR/"
+install -m 0644 "$workdir/ca.pem" "$workdir/probe.pem" "$CONFIG_DIR/"
 install -m 0640 -o root -g "$SERVICE_USER" "$workdir/probe.key" "$CONFIG_DIR/probe.key"
 
 # Read the config as the service will: as its user, so a key it cannot read shows up here.

@@ -88,6 +88,8 @@ T = TypeVar("T")
 
 # Site, probe id and group end up as Prometheus label values: keep them short and plain.
 _LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# What may go on an HTTP/1.1 request line as is: printable ASCII without spaces.
+_HTTP_PATH = re.compile(r"/[\x21-\x7e]*")
 _LABEL_WHAT = "1 to 64 characters from A-Z a-z 0-9 . _ -"
 
 # Options beyond host/port/check/group/interval/timeout/addresses, by the check kinds they apply
@@ -385,7 +387,9 @@ def _custom_target(sec: Section, check_kinds: Collection[str], apple: _Apple) ->
         anchors=anchors,
         expect_issuer=sec.list_of("expect_issuer", to_str(re.compile(r".+"), "a non-empty name")),
         tls=tls,
-        path=sec.string("path", "/", pattern=re.compile(r"/\S*"), what="a path starting with /"),
+        path=sec.string(
+            "path", "/", pattern=_HTTP_PATH, what="a path starting with / (ASCII, URL-encoded)"
+        ),
         expect_status=sec.list_of("expect_status", to_int(100, 599)),
         numbers=numbers,
         addresses=sec.value("addresses", to_choice(ADDRESS_POLICIES, "address policy"), "any"),
