@@ -9,7 +9,7 @@ which site, what it keeps on disk, its limits, and when series go away.
                                        # certificate names (OU), as `courierwatch pki` issues
     limits: {max_message_bytes: 1048576, max_batch: 1000, max_label_length: 128,
              max_targets_per_probe: 2000}
-    series: {stale_intervals: 3, min_stale: 60s, forget_after: 24h}
+    series: {stale_intervals: 3, min_stale: 60s, forget_after: 30d}
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class CollectorConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     stale_intervals: float = 3.0  # a check's gauges go after this many of its intervals unheard
     min_stale: float = 60.0  # ... but never sooner than this many seconds
-    forget_after: float = 86400.0  # seconds of silence after which a probe and its series go
+    # Seconds of silence after which a probe and its series go. Long: until then a dead Pi
+    # stays visible as courierwatch_probe_up 0, which is what ProbeDown alerts on.
+    forget_after: float = 30 * 86400.0
     state_dir: str = field(default_factory=lambda: default_state_dir())
     authorization: dict[str, tuple[str, ...]] = field(default_factory=dict)
     limits: Limits = field(default_factory=lambda: Limits())
@@ -88,7 +90,7 @@ def load_collector_config(path: str | None, *, insecure: bool = False) -> Collec
         transport=read_transport(root.section("transport"), insecure=insecure),
         stale_intervals=series.number("stale_intervals", 3.0, positive=True),
         min_stale=series.duration("min_stale", 60.0),
-        forget_after=series.duration("forget_after", 86400.0),
+        forget_after=series.duration("forget_after", 30 * 86400.0),
         state_dir=_state_dir(root.value("state_dir", to_str(), None), doc.source),
         authorization=_authorization(root.section("authorization")),
         limits=_limits(root.section("limits")),

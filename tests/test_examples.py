@@ -38,4 +38,4 @@ def test_probe_example(tmp_path):
 def test_collector_example(tmp_path):
     config = load_collector_config(installed(tmp_path, "collector.example.yaml"))
     assert config.grpc_listen == "0.0.0.0:9475"
-    assert config.forget_after == 86400
+    assert config.forget_after == 30 * 86400
