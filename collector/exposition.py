@@ -4,16 +4,18 @@ Built from the state at each scrape rather than kept in module-level metric obje
 series that leaves the state (stale or forgotten) is simply not written, with no bookkeeping.
 
 Two renderers of the same families:
-- Exposition.render(): the text format 0.0.4 written by hand, byte for byte what
-  prometheus_client's generate_latest() writes for StateCollector (tests compare them), at a
-  fraction of the cost: it reuses each check's label text, and each check's lines while its
-  latest result is the same object. This is what /metrics should serve.
+- Exposition: the text format 0.0.4 written by hand: the families, series, label order and
+  values of prometheus_client's generate_latest() for StateCollector (tests compare them;
+  only numbers from 1e6 are spelled as Python does, not as Go), at a tenth of the cost: it
+  keeps each check's label text from scrape to scrape, and its lines while its latest result
+  is the same object. This is what /metrics should serve (render_chunks()).
 - StateCollector: the families as prometheus_client objects, for a CollectorRegistry.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State, check_key, started
+from courierwatch.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 CHECK_LABELS = ("site", "probe", "target", "port", "check", "group", "family", "via")
@@ -30,30 +33,9 @@ PROBE_LABELS = ("site", "probe")
 PHASES = ("dns", "connect", "tls", "first_byte", "total")
 COURIER_STATES = ("ok", "degraded", "down")
 
-_OUTCOMES = {number: name.removeprefix("OUTCOME_").lower() for name, number in pb.Outcome.items()}
-
-
-def outcome_label(outcome: int) -> str:
-    """Label value of an outcome; a number this collector does not know is 'unknown'."""
-    return _OUTCOMES.get(outcome, "unknown")
-
-
-def courier_state(results: Sequence[pb.Result]) -> str | None:
-    """ok: 5223 works; degraded: only the 443 fallback works; down: neither. None: no data.
-
-    Apple documents 443 only as a fallback (for years, on Wi-Fi only), so a site that
-    reaches the couriers only on 443 is degraded, not healthy. Only the direct path counts.
-    """
-    working: dict[int, bool] = {}
-    for result in results:
-        if result.check == "courier" and result.via in ("", "direct"):
-            ok = result.outcome == pb.OUTCOME_OK
-            working[result.port] = working.get(result.port, False) or ok
-    if not working:
-        return None
-    if working.get(5223):
-        return "ok"
-    return "degraded" if working.get(443) else "down"
+# As written in a line, between group and the labels after it.
+_OUTCOME_LABELS = {number: f'outcome="{outcome_label(number)}",' for number in pb.Outcome.values()}
+_UNKNOWN_OUTCOME = 'outcome="unknown",'
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,45 +187,68 @@ def _labels(probe: Probe, key: CheckKey) -> list[str]:
 
 
 class Exposition:
-    """The state as text format 0.0.4, for /metrics: serve render() with Content-Type
-    CONTENT_TYPE_PLAIN_0_0_4. Labels are written sorted by name, as generate_latest does."""
+    """The state as text format 0.0.4, for /metrics with Content-Type CONTENT_TYPE_PLAIN_0_0_4.
+    Labels are written sorted by name, as generate_latest does."""
 
     def __init__(self, state: State) -> None:
         self._state = state
         self._checks: dict[ProbeKey, dict[CheckKey, _Check]] = {}
 
     def render(self) -> bytes:
+        return b"".join(self.render_chunks())
+
+    def render_chunks(self) -> Iterator[bytes]:
+        """Renders the state now; the text comes in chunks of about CHUNK_BYTES, each made
+        as it is asked for. Write them one after the other: a body of a hundred megabytes
+        in one buffer costs more memory, and more time to make and to send, than rendering."""
+        pieces = self._pieces()
+        return ("".join(pieces[i : i + _PIECES_PER_CHUNK]).encode()
+                for i in range(0, len(pieces), _PIECES_PER_CHUNK))  # fmt: skip
+
+    def _pieces(self) -> list[str]:
         state = self._state
         # Entries of checks and probes that left the state go with the old dict.
         previous, self._checks = self._checks, {}
-        fresh: list[tuple[bytes, ...]] = []  # per fresh check, its lines per CHECK_FAMILIES
+        fresh: list[_Pieces] = []  # per fresh check
         counts: list[str] = []
         per_probe: dict[Family, list[str]] = {family: [] for family in PROBE_FAMILIES}
         for probe in state.probes():
             who = f'probe="{_escape(probe.probe_id)}",site="{_escape(probe.site)}"'
             known = previous.get(probe.key, {})
-            checks = self._checks[probe.key] = {}
+            checks = self._checks[probe.key] = {
+                key: known.get(key) or _Check(who, key) for key in probe.latest
+            }
             for (key, code), count in probe.counts.items():
                 check = checks.get(key) or _remember(checks, known, who, key)
-                counts.append(f"{check.counted(code)}{_count(count)}\n")
+                outcome = _OUTCOME_LABELS.get(code, _UNKNOWN_OUTCOME)
+                counts.append(check.line(RESULTS.exposed, _count(count), outcome))
             current = list(state.current(probe))
-            for key, result, started_at in current:
-                check = checks.get(key) or _remember(checks, known, who, key)
-                fresh.append(check.lines(result, started_at))
+            fresh.extend(checks[key].pieces(result, at) for key, result, at in current)
             couriers = courier_state([result for _, result, _ in current])
             _probe_lines(state, probe, who, couriers, per_probe)
-        refused = [f'{REFUSED.exposed}{{reason="{_escape(reason)}"}} {_count(count)}\n'
-                   for reason, count in sorted(state.refused.items())]  # fmt: skip
-        # Joined once (the body can be a hundred megabytes), of one piece per check and family.
-        body: list[bytes] = []
+        pieces: list[str] = []
         for i, family in enumerate(CHECK_FAMILIES):
-            body.append(family.header().encode())
-            body.extend([lines[i] for lines in fresh])
-        body.append((RESULTS.header() + "".join(counts)).encode())
-        body.extend((family.header() + "".join(lines)).encode()
-                    for family, lines in per_probe.items())  # fmt: skip
-        body.append((REFUSED.header() + "".join(refused)).encode())
-        return b"".join(body)
+            pieces.append(family.header())
+            pieces.extend(itertools.chain.from_iterable([check[i] for check in fresh]))
+        pieces.append(RESULTS.header())
+        pieces.extend(counts)
+        for family, lines in per_probe.items():
+            pieces.append(family.header())
+            pieces.extend(lines)
+        pieces.append(REFUSED.header())
+        pieces.extend(f'{REFUSED.exposed}{{reason="{_escape(reason)}"}} {_count(count)}\n'
+                      for reason, count in sorted(state.refused.items()))  # fmt: skip
+        return pieces
+
+
+CHUNK_BYTES = 64 * 1024  # below malloc's mmap threshold: chunks reuse the same memory
+_PIECES_PER_CHUNK = CHUNK_BYTES // 64  # a piece is a line, or the labels or value of one
+
+
+# A check's lines, per CHECK_FAMILIES, as pieces to join: whole lines that seldom change
+# (success, outcome, ...) and, for lines whose value changes with every result (durations,
+# last run), the label text kept from scrape to scrape and the new value.
+_Pieces = tuple[Sequence[str], ...]
 
 
 def _remember(checks: dict[CheckKey, _Check], known: dict[CheckKey, _Check], who: str,
@@ -254,11 +259,10 @@ def _remember(checks: dict[CheckKey, _Check], known: dict[CheckKey, _Check], who
 
 
 class _Check:
-    """One check's label text and the line prefixes built from it, kept from scrape to
-    scrape; and its lines as rendered from `result`, rendered again only when the latest
-    result is another object (and then mostly its values)."""
+    """One check's label text and what is made of it, kept from scrape to scrape; its
+    pieces are made again only when its latest result is another object."""
 
-    __slots__ = ("_counted", "_durations", "_issuer", "_last_run", "_lines", "_not_after", "_pop",
+    __slots__ = ("_duration", "_issuer", "_last_run", "_not_after", "_pieces", "_pop",
                  "_verdict", "head", "result", "tail", "target", "via", "who")  # fmt: skip
 
     def __init__(self, who: str, key: CheckKey) -> None:
@@ -269,47 +273,47 @@ class _Check:
         self.tail = f'port="{port}",{who},target="{_escape(target)}",'
         self.via = f'via="{_escape(via)}"'
         self.who, self.target = who, target  # shared with the probe and the key
-        self._last_run = self.prefix(LAST_RUN.exposed)
-        self._counted: dict[int, str] = {}  # outcome -> prefix of its results_total line
-        self._pop: str | None = None  # the pop that _durations and _verdict are for
-        self._durations: list[str | None] = []  # per PHASES, prefixes made when first needed
-        self._verdict: tuple[int, bytes, bytes] | None = None  # outcome, its two lines
-        self._not_after: tuple[int, bytes] | None = None  # seconds, line
-        self._issuer: tuple[str, str, bytes] | None = None  # issuer, verified_by, line
+        self._last_run = self.line(LAST_RUN.exposed, "")[:-1]  # the line without its value
+        self._pop: str | None = None  # the pop that _duration and _verdict were made for
+        self._duration = ("", "")  # a duration line: [0], the phase, [1], the value
+        self._verdict: tuple[int, tuple[str], tuple[str]] | None = None  # outcome, 2 lines
+        self._not_after: tuple[int, tuple[str]] | None = None  # seconds, line
+        self._issuer: tuple[str, str, tuple[str]] | None = None  # issuer, verified_by, line
         self.result: pb.Result | None = None
-        self._lines: tuple[bytes, ...] = ()
+        self._pieces: _Pieces = ()
 
-    def prefix(self, name: str, middle: str = "", before_via: str = "") -> str:
-        """A line up to its value; `middle` holds the labels sorted between group and port."""
-        return f"{name}{{{self.head}{middle}{self.tail}{before_via}{self.via}}} "
+    def line(self, name: str, value: str, middle: str = "", before_via: str = "") -> str:
+        """`middle` holds the labels sorted between group and port."""
+        return f"{name}{{{self.head}{middle}{self.tail}{before_via}{self.via}}} {value}\n"
 
-    def counted(self, code: int) -> str:
-        prefix = self._counted.get(code)
-        if prefix is None:
-            prefix = self._counted[code] = self.prefix(
-                RESULTS.exposed, f'outcome="{outcome_label(code)}",'
-            )
-        return prefix
-
-    def lines(self, result: pb.Result, started_at: float) -> tuple[bytes, ...]:
-        """Its lines per CHECK_FAMILIES; the same as last time if `result` is."""
+    def pieces(self, result: pb.Result, started_at: float) -> _Pieces:
+        """The same as last time if `result` is."""
         if result is self.result:
-            return self._lines
+            return self._pieces
         code, pop = result.outcome, result.pop
         if pop != self._pop:
-            self._pop, self._durations, self._verdict = pop, [None] * len(PHASES), None
-        verdict = self._verdict
-        if verdict is None or verdict[0] != code:
-            verdict = self._verdict = self._verdict_lines(code, pop)
+            pop_label = f'pop="{_escape_repeated(pop)}",'
+            self._duration = (f'{DURATION.exposed}{{{self.head}phase="',
+                              f'",{pop_label}{self.tail}{self.via}}} ')  # fmt: skip
+            self._pop, self._verdict = pop, None
+        if self._verdict is None or self._verdict[0] != code:
+            pop_label = f'pop="{_escape_repeated(pop)}",'
+            ok = "1.0" if code == pb.OUTCOME_OK else "0.0"
+            outcome = _OUTCOME_LABELS.get(code, _UNKNOWN_OUTCOME) + pop_label
+            self._verdict = (code, (self.line(SUCCESS.exposed, ok, pop_label),),
+                             (self.line(OUTCOME.exposed, "1.0", outcome),))  # fmt: skip
         phases = result.phases
-        durations: list[str] = []
         values = (phases.dns, phases.connect, phases.tls, phases.first_byte, phases.total)
-        for i, seconds in enumerate(values):
+        before, after = self._duration
+        durations: list[str] = []
+        for phase, seconds in zip(PHASES, values, strict=True):
             # An absent phase reads 0: reading is cheaper than HasField, which only 0 needs.
-            if seconds or phases.HasField(PHASES[i]):
-                prefix = self._durations[i] or self._duration_prefix(i, pop)
-                durations.append(f"{prefix}{_number(seconds)}\n")
-        not_after = issuer = ntp = b""
+            if seconds or phases.HasField(phase):
+                value = f"{seconds!r}\n" if -_INF < seconds < _INF else f"{_number(seconds)}\n"
+                durations += (before, phase, after, value)
+        not_after: tuple[str, ...] = ()
+        issuer: tuple[str, ...] = ()
+        ntp: tuple[str, ...] = ()
         if result.HasField("tls"):
             tls = result.tls
             if tls.HasField("not_after"):
@@ -318,41 +322,24 @@ class _Check:
                 issuer = self._issuer_line(tls.issuer, tls.verified_by)
         if code == pb.OUTCOME_OK and result.HasField("ntp"):
             ntp = (f'{NTP.exposed}{{{self.who},target="{_escape(self.target)}"}} '
-                   f"{_number(result.ntp.offset_seconds)}\n").encode()  # fmt: skip
+                   f"{_number(result.ntp.offset_seconds)}\n",)  # fmt: skip
+        last_run = (self._last_run, f"{_number(started_at)}\n")
         self.result = result
-        self._lines = (
-            verdict[1],
-            verdict[2],
-            "".join(durations).encode(),
-            f"{self._last_run}{_number(started_at)}\n".encode(),
-            not_after,
-            issuer,
-            ntp,
-        )
-        return self._lines
+        self._pieces = (self._verdict[1], self._verdict[2], durations, last_run, not_after,
+                        issuer, ntp)  # fmt: skip
+        return self._pieces
 
-    def _verdict_lines(self, code: int, pop: str) -> tuple[int, bytes, bytes]:
-        labels = f'pop="{_escape_repeated(pop)}",'
-        success = self.prefix(SUCCESS.exposed, labels) + ("1.0" if code == pb.OUTCOME_OK else "0.0")
-        outcome = self.prefix(OUTCOME.exposed, f'outcome="{outcome_label(code)}",{labels}') + "1.0"
-        return code, f"{success}\n".encode(), f"{outcome}\n".encode()
-
-    def _duration_prefix(self, i: int, pop: str) -> str:
-        labels = f'phase="{PHASES[i]}",pop="{_escape_repeated(pop)}",'
-        prefix = self._durations[i] = self.prefix(DURATION.exposed, labels)
-        return prefix
-
-    def _not_after_line(self, seconds: int) -> bytes:
+    def _not_after_line(self, seconds: int) -> tuple[str]:
         if self._not_after is None or self._not_after[0] != seconds:
-            line = f"{self.prefix(NOT_AFTER.exposed)}{_number(float(seconds))}\n"
-            self._not_after = (seconds, line.encode())
+            line = self.line(NOT_AFTER.exposed, _number(float(seconds)))
+            self._not_after = (seconds, (line,))
         return self._not_after[1]
 
-    def _issuer_line(self, issuer: str, verified_by: str) -> bytes:
+    def _issuer_line(self, issuer: str, verified_by: str) -> tuple[str]:
         if self._issuer is None or self._issuer[:2] != (issuer, verified_by):
-            line = self.prefix(ISSUER.exposed, f'issuer="{_escape_repeated(issuer)}",',
-                               f'verified_by="{_escape_repeated(verified_by)}",')  # fmt: skip
-            self._issuer = (issuer, verified_by, f"{line}1.0\n".encode())
+            line = self.line(ISSUER.exposed, "1.0", f'issuer="{_escape_repeated(issuer)}",',
+                             f'verified_by="{_escape_repeated(verified_by)}",')  # fmt: skip
+            self._issuer = (issuer, verified_by, (line,))
         return self._issuer[2]
 
 
@@ -393,11 +380,14 @@ def _escape(value: str) -> str:
 _escape_repeated = functools.lru_cache(maxsize=1024)(_escape)
 
 
+_INF = math.inf
+
+
 def _number(value: float) -> str:
     """repr(): the shortest text that reads back as the same float; the text format's
     spelling for infinities and NaN. (prometheus_client writes 1.7e+09 where this writes
     1700000000.0, as Go does from 1e6 on: Prometheus reads both as the same number.)"""
-    return repr(value) if -math.inf < value < math.inf else floatToGoString(value)
+    return repr(value) if -_INF < value < _INF else floatToGoString(value)
 
 
 def _count(value: int) -> str:

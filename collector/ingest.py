@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
 from courierwatch.collector.config import Limits
-from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State, check_key
+from courierwatch.collector.state import Applied, CheckKey, Probe, ProbeKey, State, check_key
 from courierwatch.collector.store import Store
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -67,19 +67,21 @@ class Ingest:
             self._authorize(hello, context)
             probe = self._state.connect(hello)
             log.info("probe %s/%s connected from %s", *probe.key, context.peer())
-            yield pb.CollectorMessage(welcome=pb.Welcome(applied_through_seq=probe.applied_through))
+            yield pb.CollectorMessage(welcome=pb.Welcome(
+                applied_through_seq=probe.applied_through, max_batch=self._limits.max_batch,
+                max_message_bytes=self._limits.max_message_bytes,
+            ))  # fmt: skip
             lock = self._locks.setdefault(probe.key, asyncio.Lock())
             async for raw in requests:
-                message = self._parse(raw)
-                if message.HasField("batch"):
-                    results = list(message.batch.results)  # each access would wrap anew
-                    keys = self._check_batch(probe, results)
-                    async with lock:  # a reconnect may overlap the old stream briefly
-                        change = self._state.apply(probe, results, keys)
+                async with lock:  # a reconnect may overlap the old stream briefly
+                    change = self._apply(probe, raw)
+                    # Not kept while the batch is committed (a thousand streams may wait on
+                    # one commit) nor while the stream waits for its next message.
+                    del raw
+                    if change is not None:
                         await self._store.save(probe, change)
+                if change is not None:
                     yield pb.CollectorMessage(ack=pb.Ack(through_seq=change.through))
-                elif message.HasField("health"):
-                    self._state.report_health(probe, message.health)
         except Refused as refusal:
             self._state.refused[refusal.reason] += 1
             who = f"{probe.site}/{probe.probe_id}" if probe else context.peer()
@@ -89,6 +91,16 @@ class Ingest:
             if probe is not None:
                 self._state.disconnect(probe)
                 log.info("probe %s/%s disconnected", *probe.key)
+
+    def _apply(self, probe: Probe, raw: bytes) -> Applied | None:
+        """Parse, check and apply one message; what a batch changed, None for the rest."""
+        message = self._parse(raw)
+        if message.HasField("batch"):
+            results = list(message.batch.results)  # each access would wrap anew
+            return self._state.apply(probe, results, self._check_batch(probe, results))
+        if message.HasField("health"):
+            self._state.report_health(probe, message.health)
+        return None
 
     async def _hello(self, requests: AsyncIterator[bytes]) -> pb.Hello:
         raw = await anext(requests, None)

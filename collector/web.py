@@ -4,25 +4,26 @@ status page (/ and /api/status) for people."""
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
 
 # 0.0.4: the text format every Prometheus reads, Debian's 2.42 included.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from courierwatch.collector import status
-from courierwatch.collector.exposition import StateCollector
+from courierwatch.collector.exposition import Exposition
 from courierwatch.collector.state import State
 
 
 def build_app(state: State) -> web.Application:
-    # A registry of our own: only courierwatch's series, and a fresh one per app in tests.
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(StateCollector(state))
+    exposition = Exposition(state)  # keeps what it rendered, for the next scrape
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
-        )
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        chunks = exposition.render_chunks()  # renders now, before anything is sent
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
