@@ -7,7 +7,7 @@ which site, what it keeps on disk, its limits, and when series go away.
     authorization:                     # certificate identity (CN) -> sites it may report for;
       pi-ams-1: [ams-office, ams-lab]  # unlisted identities may report for the site their
                                        # certificate names (OU), as `courierwatch pki` issues
-    limits: {max_message_bytes: 1048576, max_batch: 1000, max_label_length: 128,
+    limits: {max_message_bytes: 1048576, max_batch: 1000, max_label_length: 256,
              max_targets_per_probe: 2000}
     series: {stale_intervals: 3, min_stale: 60s, forget_after: 30d}
 """
@@ -58,7 +58,8 @@ class Limits:
 
     max_message_bytes: int = 1024 * 1024
     max_batch: int = 1000
-    max_label_length: int = 128
+    # Above the longest DNS name (253): no valid probe result can be refused for its labels.
+    max_label_length: int = 256
     max_targets_per_probe: int = 2000
 
 

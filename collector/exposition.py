@@ -83,7 +83,7 @@ ISSUER = _gauge("courierwatch_tls_issuer_info",
                 (*CHECK_LABELS, "issuer", "verified_by"))
 NTP = _gauge("courierwatch_ntp_offset_seconds",
              "Clock offset of the NTP server against the probe's clock.",
-             ("site", "probe", "target"))
+             ("site", "probe", "target", "family"))
 RESULTS = _counter("courierwatch_check_results", "Results received, by outcome.",
                    (*CHECK_LABELS, "outcome"))
 COURIER = _gauge("courierwatch_courier_state",
@@ -175,7 +175,8 @@ class StateCollector(Collector):
                 if result.tls.issuer:
                     issuer.add_metric([*labels, result.tls.issuer, result.tls.verified_by], 1.0)
                 if result.HasField("ntp") and result.outcome == pb.OUTCOME_OK:
-                    ntp.add_metric([*who, result.target], result.ntp.offset_seconds)
+                    ntp.add_metric([*who, result.target, result.address_family],
+                                   result.ntp.offset_seconds)
         for reason, count in sorted(state.refused.items()):
             refused.add_metric([reason], count)
         yield from families.values()
@@ -263,7 +264,8 @@ class _Check:
     pieces are made again only when its latest result is another object."""
 
     __slots__ = ("_duration", "_issuer", "_last_run", "_not_after", "_pieces", "_pop",
-                 "_verdict", "head", "result", "tail", "target", "via", "who")  # fmt: skip
+                 "_verdict", "family", "head", "result", "tail", "target", "via",
+                 "who")  # fmt: skip
 
     def __init__(self, who: str, key: CheckKey) -> None:
         target, port, check, group, family, via = key
@@ -272,7 +274,7 @@ class _Check:
         self.head = f'check="{_escape(check)}",family="{_escape(family)}",group="{_escape(group)}",'
         self.tail = f'port="{port}",{who},target="{_escape(target)}",'
         self.via = f'via="{_escape(via)}"'
-        self.who, self.target = who, target  # shared with the probe and the key
+        self.who, self.target, self.family = who, target, family  # shared with the key
         self._last_run = self.line(LAST_RUN.exposed, "")[:-1]  # the line without its value
         self._pop: str | None = None  # the pop that _duration and _verdict were made for
         self._duration = ("", "")  # a duration line: [0], the phase, [1], the value
@@ -321,7 +323,8 @@ class _Check:
             if tls.issuer:
                 issuer = self._issuer_line(tls.issuer, tls.verified_by)
         if code == pb.OUTCOME_OK and result.HasField("ntp"):
-            ntp = (f'{NTP.exposed}{{{self.who},target="{_escape(self.target)}"}} '
+            ntp = (f'{NTP.exposed}{{family="{_escape(self.family)}",{self.who},'
+                   f'target="{_escape(self.target)}"}} '
                    f"{_number(result.ntp.offset_seconds)}\n",)  # fmt: skip
         last_run = (self._last_run, f"{_number(started_at)}\n")
         self.result = result

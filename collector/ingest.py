@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 from collections.abc import AsyncIterator
 
 import grpc
@@ -79,7 +81,7 @@ class Ingest:
                     # one commit) nor while the stream waits for its next message.
                     del raw
                     if change is not None:
-                        await self._store.save(probe, change)
+                        await self._commit(probe, change)
                 if change is not None:
                     yield pb.CollectorMessage(ack=pb.Ack(through_seq=change.through))
         except Refused as refusal:
@@ -91,6 +93,17 @@ class Ingest:
             if probe is not None:
                 self._state.disconnect(probe)
                 log.info("probe %s/%s disconnected", *probe.key)
+
+    async def _commit(self, probe: Probe, change: Applied) -> None:
+        try:
+            await self._store.save(probe, change)
+        except (sqlite3.Error, OSError) as error:
+            # Memory is already ahead of the disk: acknowledging, or even welcoming a probe
+            # with the in-memory sequence, would let probes delete what is not stored. Stop
+            # at once (systemd restarts us); the restarted collector knows only what is on
+            # disk, and the probes send the rest again.
+            log.critical("cannot commit to the state store (%s): exiting", error)
+            os._exit(75)  # EX_TEMPFAIL
 
     def _apply(self, probe: Probe, raw: bytes) -> Applied | None:
         """Parse, check and apply one message; what a batch changed, None for the rest."""

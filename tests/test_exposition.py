@@ -167,3 +167,10 @@ def test_promtool_accepts_the_exposition_without_warnings(metrics_text):
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert lint.stdout.strip() == "" and lint.stderr.strip() == "", lint.stdout + lint.stderr
+
+
+async def test_every_series_is_exposed_once(metrics_text):
+    # promtool does not catch duplicate series; Prometheus silently drops all but one.
+    lines = [line.rsplit(" ", 1)[0] for line in metrics_text.splitlines()
+             if line and not line.startswith("#")]
+    assert len(lines) == len(set(lines))
