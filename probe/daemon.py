@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 from pathlib import Path
@@ -49,6 +50,9 @@ async def run_probe(config: ProbeConfig, stop: asyncio.Event) -> None:
         concurrency=config.concurrency,
         jitter=config.jitter,
     )
+    # The config, targets and catalog live as long as the process: the cyclic collector need
+    # not walk them again at every full collection.
+    gc.freeze()
 
     def health() -> pb.Health:
         stats = spool.stats()

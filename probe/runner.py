@@ -53,6 +53,7 @@ def _timed_out(target: Target, result: pb.Result) -> tuple[pb.Outcome.ValueType,
         if result.phases.HasField("connect"):
             return pb.OUTCOME_TIMEOUT, "no answer in time through the proxy"
         return pb.OUTCOME_TIMEOUT, "the proxy did not answer in time"
-    if not result.phases.HasField("dns") and not is_ip(target.host):
+    # A name with no addresses yet: still in DNS. (Not phases.dns: a cached answer has none.)
+    if not result.addresses and not is_ip(target.host):
         return pb.OUTCOME_DNS_TIMEOUT, "no DNS answer in time"
     return pb.OUTCOME_TIMEOUT, "no answer in time"

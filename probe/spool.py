@@ -174,14 +174,38 @@ class Spool:
     async def after(self, seq: int, limit: int) -> list[pb.Result]:
         """Up to `limit` flushed results numbered above `seq`, oldest first."""
         rows = await self._call(self._read, seq, limit)
-        return [pb.Result.FromString(body) for (body,) in rows]
+        results = []
+        for number, body in rows:
+            result = pb.Result.FromString(body)
+            result.seq = number  # the row's number is authoritative (see rebase)
+            results.append(result)
+        return results
 
-    def _read(self, seq: int, limit: int) -> list[tuple[bytes]]:
+    def _read(self, seq: int, limit: int) -> list[tuple[int, bytes]]:
         return (
             self._require_db()
-            .execute("SELECT body FROM results WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit))
+            .execute(
+                "SELECT seq, body FROM results WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+            )
             .fetchall()
         )
+
+    async def rebase(self, above: int) -> None:
+        """Renumber everything above `above`: for a spool younger than what the collector has
+        seen of this probe (a new SD card, a moved spool file), whose numbers it would
+        otherwise take for replays and ignore."""
+        offset = max(above, self._next_seq)  # past every number in use: no clash mid-update
+        self._waiting = [(seq + offset, made, body) for seq, made, body in self._waiting]
+        self._next_seq += offset
+        await self._call(self._shift, offset)
+
+    def _shift(self, offset: int) -> None:
+        db = self._require_db()
+        with db:
+            db.execute("BEGIN")
+            db.execute("UPDATE results SET seq = seq + ?", (offset,))
+            _set_meta(db, "last_seq", self._next_seq - 1)
+        self._durable_through += offset
 
     async def ack(self, through_seq: int) -> None:
         await self._call(self._delete_through, through_seq)
@@ -198,6 +222,10 @@ class Spool:
         while self._durable_through <= seq:
             self._flushed.clear()
             await self._flushed.wait()
+
+    @property
+    def path(self) -> Path:
+        return self._path
 
     @property
     def durable_through(self) -> int:

@@ -1,16 +1,16 @@
 """The gRPC client: streams the spool to a collector and deletes what it acknowledges.
 
 One long-lived Report stream: Hello first, then batches as results reach the spool's disk,
-and a Health report every few seconds. On any failure it reconnects with capped exponential
-backoff and full jitter, trying the configured collectors in turn, and resends everything
-not yet acknowledged, starting after what the collector says it applied (it dedupes too).
+sized to the limits the collector announces in its Welcome, and a Health report every few
+seconds. On any failure (including a collector that stops answering) it reconnects with
+capped exponential backoff and full jitter, trying the configured collectors in order and
+going back to the first after every good session, and resends everything not yet
+acknowledged, starting after what the collector says it applied (it dedupes too).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -30,6 +30,12 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
+# A collector that takes longer than this to welcome us, or to acknowledge a batch, is
+# treated as gone: a stuck process can answer keepalives and still hold the probe for ever.
+WELCOME_SECONDS = 15.0
+ACK_SECONDS = 30.0
+# Stay this far under the collector's message limit: the envelope adds a few bytes.
+_HEADROOM = 0.9
 
 
 class Uplink:
@@ -60,19 +66,26 @@ class Uplink:
         self.connected = asyncio.Event()
         self._acked_through = 0
         self._acked = asyncio.Event()
+        self._sent_through = 0
+        self._progress_at = 0.0  # loop time of the last acknowledgement (or first send after one)
+        self._max_bytes = 0  # 0: no limit announced
 
     async def run(self) -> None:
         """Keep a stream to some collector open until cancelled."""
         failures = 0
-        for address in itertools.cycle(self._collectors):
+        index = 0
+        while True:
+            address = self._collectors[index]
             try:
                 await self._session(address)
-                failures = 0
-            except (grpc.aio.AioRpcError, OSError) as error:
-                failures += 1
+            except Exception as error:  # any failure ends this session, never the probe
                 log.warning("collector %s: %s", address, _describe(error))
-            finally:
+            if self.connected.is_set():  # it worked for a while: start over from the first
                 self.connected.clear()
+                failures, index = 0, 0
+            else:
+                failures += 1
+                index = (index + 1) % len(self._collectors)
             ceiling = min(self._backoff_cap, self._backoff_base * 2 ** min(failures, 16))
             await asyncio.sleep(self._rng.uniform(0, ceiling))
 
@@ -85,22 +98,42 @@ class Uplink:
         async with self._channel(address) as channel:
             call = pb_grpc.CollectorStub(channel).Report()
             await call.write(pb.ProbeMessage(hello=self._hello))
-            welcome = await call.read()
-            if not isinstance(welcome, pb.CollectorMessage) or not welcome.HasField("welcome"):
+            async with asyncio.timeout(WELCOME_SECONDS):
+                message = await call.read()
+            if not isinstance(message, pb.CollectorMessage) or not message.HasField("welcome"):
                 raise OSError("the collector did not answer Hello with Welcome")
-            applied = welcome.welcome.applied_through_seq
-            await self._note_ack(applied)
+            welcome = message.welcome
+            applied = welcome.applied_through_seq
+            if applied > self._spool.durable_through:
+                log.warning(
+                    "the collector has applied results up to #%d of this probe, more than this "
+                    "spool (%s) ever made: a new or replaced spool; renumbering it above that",
+                    applied, self._spool.path,
+                )  # fmt: skip
+                await self._spool.rebase(applied)
+            else:
+                await self._note_ack(applied)
+            batch_size = min(self._batch_size, welcome.max_batch or self._batch_size)
+            self._max_bytes = int(welcome.max_message_bytes * _HEADROOM)
             log.info("streaming to collector %s", address)
             self.connected.set()
-            sender = asyncio.create_task(self._send(call, applied))
+            self._sent_through = applied
+            # Either half failing ends the session; neither may die unnoticed.
+            halves = {
+                asyncio.create_task(self._send(call, applied, batch_size)),
+                asyncio.create_task(self._receive_acks(call)),
+                asyncio.create_task(self._watch_acks()),
+            }
             try:
-                await self._receive_acks(call)
+                done, _ = await asyncio.wait(halves, return_when=asyncio.FIRST_EXCEPTION)
             finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sender
+                for task in halves:
+                    task.cancel()
+                await asyncio.gather(*halves, return_exceptions=True)
+            for task in done:
+                task.result()
 
-    async def _send(self, call: grpc.aio.StreamStreamCall, applied: int) -> None:
+    async def _send(self, call: grpc.aio.StreamStreamCall, applied: int, batch_size: int) -> None:
         sent = applied
         loop = asyncio.get_running_loop()
         health_due = loop.time()
@@ -113,10 +146,23 @@ class Uplink:
                     await self._spool.wait_after(sent)
             except TimeoutError:
                 continue
-            batch = await self._spool.after(sent, self._batch_size)
+            batch = self._fit(await self._spool.after(sent, batch_size))
             if batch:  # empty only when the rows were dropped by a bound meanwhile
                 await call.write(pb.ProbeMessage(batch=pb.ResultBatch(results=batch)))
-                sent = batch[-1].seq
+                if self._sent_through <= self._acked_through:  # the ack clock starts now
+                    self._progress_at = asyncio.get_running_loop().time()
+                sent = self._sent_through = batch[-1].seq
+
+    def _fit(self, batch: list[pb.Result]) -> list[pb.Result]:
+        """The longest prefix of `batch` whose message fits the collector's size limit."""
+        if not self._max_bytes:
+            return batch
+        size = 0
+        for count, result in enumerate(batch):
+            size += result.ByteSize() + 8  # field tag and length prefix
+            if size > self._max_bytes and count:
+                return batch[:count]
+        return batch
 
     async def _receive_acks(self, call: grpc.aio.StreamStreamCall) -> None:
         while True:
@@ -126,8 +172,18 @@ class Uplink:
             if message.HasField("ack"):
                 await self._note_ack(message.ack.through_seq)
 
+    async def _watch_acks(self) -> None:
+        """End the session when a sent batch goes unacknowledged for ACK_SECONDS."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(ACK_SECONDS / 4)
+            waiting = self._sent_through > self._acked_through
+            if waiting and loop.time() - self._progress_at > ACK_SECONDS:
+                raise OSError(f"no acknowledgement for {ACK_SECONDS:g} s")
+
     async def _note_ack(self, through_seq: int) -> None:
         await self._spool.ack(through_seq)
+        self._progress_at = asyncio.get_running_loop().time()
         self._acked_through = max(self._acked_through, through_seq)
         self._acked.set()
 
@@ -146,4 +202,6 @@ class Uplink:
 def _describe(error: BaseException) -> str:
     if isinstance(error, grpc.aio.AioRpcError):
         return f"{error.code().name}: {error.details()}"
-    return str(error)
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    return f"{type(error).__name__}: {error}"

@@ -162,3 +162,24 @@ async def test_a_killed_process_loses_nothing_it_flushed(tmp_path):
     await spool.open()
     assert [r.seq for r in await spool.after(0, 100)] == list(range(21, 51))
     await spool.close()
+
+
+async def test_rebase_renumbers_above_what_the_collector_has_seen(tmp_path):
+    spool = Spool(tmp_path / "s.sqlite")
+    await spool.open()
+    for r in results(3):
+        spool.put(r)
+    await spool.flush()
+    spool.put(pb.Result(target="waiting"))  # not yet flushed: renumbered too
+    await spool.rebase(100)
+    await spool.flush()
+    seqs = [r.seq for r in await spool.after(100, 10)]
+    assert len(seqs) == 4 and seqs == sorted(seqs) and seqs[0] > 100
+    assert spool.durable_through == seqs[-1]
+    await spool.close()
+    again = Spool(tmp_path / "s.sqlite")
+    await again.open()
+    fresh = pb.Result()
+    again.put(fresh)
+    assert fresh.seq == seqs[-1] + 1  # the new numbering is what survives a restart
+    await again.close()

@@ -278,3 +278,25 @@ async def test_bad_input_is_refused_while_other_probes_stream_on(tmp_path, fleet
         assert samples[key("courierwatch_probe_results_applied_total", site=SITE,
                            probe="pi-bad")] == 0
     await collector.stop()
+
+
+async def test_a_new_spool_for_a_known_probe_is_renumbered_not_swallowed(
+    tmp_path, fleet, listener
+):
+    """A re-imaged SD card: the collector has applied more of this probe than the new spool
+    ever numbered. Its results must still arrive, not be taken for replays."""
+    collector = Collector(tmp_path, fleet)
+    await collector.start()
+    where = enroll(fleet, "pi-reimaged")
+    config = probe_config(where, collector, listener)
+    async with courierwatch("probe", "--config", config) as probe:
+        await applied_at_least(collector.url, "pi-reimaged", 30)
+        probe.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(probe.wait(), 20) == 0
+    before = (await totals(collector.url, "pi-reimaged"))[0]
+    (where / "spool.sqlite").unlink()
+    for leftover in where.glob("spool.sqlite-*"):
+        leftover.unlink()
+    async with courierwatch("probe", "--config", config):
+        await applied_at_least(collector.url, "pi-reimaged", before + 10)
+    await collector.stop()

@@ -10,7 +10,7 @@ numbered host in dialled_host, and the POP its CNAME chain leads to.
 
 from __future__ import annotations
 
-from courierwatch.probe.checks import dns, tcp, tls
+from courierwatch.probe.checks import dns, tls
 from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -18,5 +18,5 @@ from courierwatch.v1 import courierwatch_pb2 as pb
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
     dns.dial_host(target, ctx, result)  # chosen first, so every step dials the same courier
-    _, writer = await tls.handshake(target, ctx, result)
-    await tcp.close(writer)
+    connection = await tls.handshake(target, ctx, result)
+    await connection.close()

@@ -21,14 +21,23 @@ def dial_host(target: Target, ctx: CheckContext, result: pb.Result) -> str:
     return result.dialled_host or target.host
 
 
-async def resolve(target: Target, ctx: CheckContext, result: pb.Result) -> tuple[str, ...]:
-    """Resolve the dialled host into the result; the first step of every other kind."""
+async def resolve(
+    target: Target, ctx: CheckContext, result: pb.Result, *, fresh: bool = False
+) -> tuple[str, ...]:
+    """Resolve the dialled host into the result; the first step of every other kind.
+
+    Other kinds take the answer of the name's latest dns check while its TTL lasts, as a
+    device's resolver cache would, and then have no dns phase (courierwatch.probe.resolver);
+    a numbered name always asks, since naming each courier's POP is its point."""
     name = dial_host(target, ctx, result)
-    resolution = await ctx.resolver.resolve(name, target.timeout, target.family)
+    resolution = await ctx.resolver.resolve(
+        name, target.timeout, target.family, fresh=fresh or bool(target.numbers)
+    )
     result.addresses.extend(resolution.addresses)
-    if resolution.seconds is None:
+    if resolution.literal:
         return resolution.addresses  # an address literal: nothing was asked, nothing to judge
-    result.phases.dns = resolution.seconds
+    if resolution.seconds is not None:  # None: answered without a query of its own
+        result.phases.dns = resolution.seconds
     result.cname_chain.extend(resolution.cname_chain)
     result.pop = pop.extract(resolution.cname_chain, ctx.pop_pattern)
     finding = sanity.judge(name, resolution.addresses, target.addresses, ctx.apple_ranges)
@@ -38,4 +47,4 @@ async def resolve(target: Target, ctx: CheckContext, result: pb.Result) -> tuple
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
-    await resolve(target, ctx, result)
+    await resolve(target, ctx, result, fresh=True)  # measures the resolver, never the cache

@@ -6,8 +6,6 @@ phase (DNS, connect, TLS, first byte) is timed on its own, which an HTTP client 
 
 from __future__ import annotations
 
-import time
-
 from courierwatch import __version__
 from courierwatch.probe.checks import tcp, tls
 from courierwatch.probe.checks.base import CheckContext, CheckFailure
@@ -21,21 +19,20 @@ async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
     over_tls = target.tls if target.tls is not None else target.port != 80
     if over_tls:
         # Only HTTP/1.1 is spoken here, so only it is offered.
-        reader, writer = await tls.handshake(target, ctx, result, alpn=("http/1.1",))
+        connection = await tls.handshake(target, ctx, result, alpn=("http/1.1",))
     else:
-        reader, writer = await tcp.connect(target, ctx, result)
+        connection = await tcp.connect(target, ctx, result)
     try:
         request = (
             f"GET {target.path} HTTP/1.1\r\nHost: {target.host}\r\n"
             f"User-Agent: courierwatch/{__version__}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         )
-        started = time.perf_counter()
-        writer.write(request.encode("ascii"))
-        await writer.drain()
-        line = await reader.readline()
-        result.phases.first_byte = time.perf_counter() - started
+        started = connection.mark()
+        await connection.write(request.encode("ascii"))
+        line = await connection.readline()
+        result.phases.first_byte = connection.since(started)
     finally:
-        await tcp.close(writer)
+        await connection.close()
     result.http.status = status = _status(line)
     expected = status in target.expect_status if target.expect_status else status < 500
     if not expected:

@@ -6,31 +6,21 @@ connection here, so both paths behave the same for all of them.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import ssl
-import time
-
 from courierwatch.probe.checks import dns, tunnel
 from courierwatch.probe.checks.base import CheckContext, CheckFailure
+from courierwatch.probe.checks.connection import Connection
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-# Closing politely must not turn a measured success into a timeout.
-_CLOSE_SECONDS = 1.0
-
-
-async def connect_to(address: str, port: int, result: pb.Result) -> Stream:
-    started = time.perf_counter()
-    stream = await asyncio.open_connection(address, port)
-    result.phases.connect = time.perf_counter() - started
+async def connect_to(address: str, port: int, result: pb.Result) -> Connection:
+    connection = await Connection.open(address, port)
+    result.phases.connect = connection.connect_seconds
     result.peer_address = address
-    return stream
+    return connection
 
 
-async def connect(target: Target, ctx: CheckContext, result: pb.Result) -> Stream:
+async def connect(target: Target, ctx: CheckContext, result: pb.Result) -> Connection:
     """Resolve, then connect to the first address, as a client without happy eyeballs would;
     through the proxy, the proxy resolves and connects."""
     if target.via == "proxy":
@@ -47,7 +37,7 @@ async def connect(target: Target, ctx: CheckContext, result: pb.Result) -> Strea
     return await connect_to(addresses[0], target.port, result)
 
 
-async def reconnect(target: Target, ctx: CheckContext, result: pb.Result) -> Stream:
+async def reconnect(target: Target, ctx: CheckContext, result: pb.Result) -> Connection:
     """Another connection the way `connect` made the one in `result`, without asking DNS
     again; its timings go to a scratch result, not into the measurement."""
     scratch = pb.Result()
@@ -57,12 +47,6 @@ async def reconnect(target: Target, ctx: CheckContext, result: pb.Result) -> Str
     return await connect_to(result.peer_address, target.port, scratch)
 
 
-async def close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), _CLOSE_SECONDS)
-
-
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
-    _, writer = await connect(target, ctx, result)
-    await close(writer)
+    connection = await connect(target, ctx, result)
+    await connection.close()

@@ -11,14 +11,17 @@ accepts any chain reads what the peer presented.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
-import time
+from dataclasses import dataclass
 from typing import Any, Final
 
 from cryptography import x509
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from courierwatch.probe.checks import tcp
 from courierwatch.probe.checks.base import CheckContext, CheckFailure
+from courierwatch.probe.checks.connection import Connection
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -31,29 +34,27 @@ _LOOK_ERRORS: Final = (OSError, ssl.SSLError, EOFError, CheckFailure)
 
 async def handshake(
     target: Target, ctx: CheckContext, result: pb.Result, alpn: tuple[str, ...] | None = None
-) -> tcp.Stream:
-    """Connect and complete a verifying TLS handshake; the stream is then ready for data."""
+) -> Connection:
+    """Connect and complete a verifying TLS handshake; the connection is then ready for data."""
     offered = target.alpn if alpn is None else alpn
-    reader, writer = await tcp.connect(target, ctx, result)
-    started = time.perf_counter()
+    connection = await tcp.connect(target, ctx, result)
+    started = connection.mark()
     try:
-        await writer.start_tls(
-            ctx.trust.verifying(target.anchors, offered), server_hostname=target.server_name
-        )
-        result.phases.tls = time.perf_counter() - started
-        issuers = _record(result.tls, writer.get_extra_info("ssl_object"), "expected")
+        await connection.start_tls(ctx.trust.verifying(target.anchors, offered), target.server_name)
+        result.phases.tls = connection.since(started)
+        issuers = _record(result.tls, _session(connection), "expected")
         if not _expected_issuer(target, issuers):
             raise _intercepted(f"verified, but issued by '{result.tls.issuer}'", target)
         _require_alpn(target, result.tls.alpn)
     except ssl.SSLCertVerificationError as error:
-        writer.transport.abort()
+        connection.abort()
         if error.verify_code != _HOSTNAME_MISMATCH:
             await _explain(target, ctx, result, offered)
         raise
     except BaseException:
-        writer.transport.abort()
+        connection.abort()
         raise
-    return reader, writer
+    return connection
 
 
 async def _explain(
@@ -77,12 +78,17 @@ async def _explain(
 async def _look(
     target: Target, ctx: CheckContext, result: pb.Result, context: ssl.SSLContext, by: str
 ) -> list[str]:
-    _, writer = await tcp.reconnect(target, ctx, result)
+    connection = await tcp.reconnect(target, ctx, result)
     try:
-        await writer.start_tls(context, server_hostname=target.server_name)
-        return _record(result.tls, writer.get_extra_info("ssl_object"), by)
+        await connection.start_tls(context, target.server_name)
+        return _record(result.tls, _session(connection), by)
     finally:
-        writer.transport.abort()
+        connection.abort()
+
+
+def _session(connection: Connection) -> ssl.SSLSocket:
+    assert connection.tls is not None  # start_tls returned, so the handshake completed
+    return connection.tls
 
 
 def _intercepted(what: str, target: Target) -> CheckFailure:
@@ -108,24 +114,40 @@ def _require_alpn(target: Target, negotiated: str) -> None:
     )
 
 
-def _record(facts: pb.TlsFacts, tls: ssl.SSLObject, verified_by: str) -> list[str]:
+def _record(facts: pb.TlsFacts, tls: ssl.SSLSocket, verified_by: str) -> list[str]:
     """Fill facts from the finished handshake; returns the issuers of the presented chain."""
     facts.version = tls.version() or ""
     facts.alpn = tls.selected_alpn_protocol() or ""
     facts.verified = verified_by == "expected"  # a site CA proves interception, not trust
     facts.verified_by = verified_by
-    chain = [x509.load_der_x509_certificate(der) for der in _presented(tls)]
+    chain = [_describe(der) for der in _presented(tls)]
     del facts.chain_subjects[:]
-    facts.chain_subjects.extend(cert.subject.rfc4514_string() for cert in chain)
+    facts.chain_subjects.extend(cert.subject for cert in chain)
     if chain:
         leaf = chain[0]
-        facts.leaf_subject = leaf.subject.rfc4514_string()
-        facts.issuer = leaf.issuer.rfc4514_string()
-        facts.not_after.FromDatetime(leaf.not_valid_after_utc)
-    return [cert.issuer.rfc4514_string() for cert in chain]
+        facts.leaf_subject = leaf.subject
+        facts.issuer = leaf.issuer
+        facts.not_after.CopyFrom(leaf.not_after)
+    return [cert.issuer for cert in chain]
 
 
-def _presented(tls: ssl.SSLObject) -> list[bytes]:
+@dataclass(frozen=True, slots=True)
+class _Certificate:
+    subject: str  # RFC 4514
+    issuer: str
+    not_after: Timestamp
+
+
+# An endpoint presents the same chain run after run: each certificate is parsed once.
+@functools.lru_cache(maxsize=256)
+def _describe(der: bytes) -> _Certificate:
+    cert = x509.load_der_x509_certificate(der)
+    not_after = Timestamp()
+    not_after.FromDatetime(cert.not_valid_after_utc)
+    return _Certificate(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), not_after)
+
+
+def _presented(tls: ssl.SSLSocket) -> list[bytes]:
     """DER of the chain as the peer sent it, leaf first; just the leaf where Python hides it.
 
     Python 3.13 made this public (get_unverified_chain); 3.11 and 3.12 have it only on the
@@ -143,5 +165,5 @@ def _presented(tls: ssl.SSLObject) -> list[bytes]:
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
-    _, writer = await handshake(target, ctx, result)
-    await tcp.close(writer)
+    connection = await handshake(target, ctx, result)
+    await connection.close()
