@@ -8,7 +8,7 @@ import ssl
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 # X509_V_ERR_HOSTNAME_MISMATCH: the chain is fine but names another host.
-_HOSTNAME_MISMATCH = 62
+HOSTNAME_MISMATCH = 62
 
 _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
 
@@ -16,7 +16,7 @@ _UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.EN
 def classify(error: BaseException) -> tuple[pb.Outcome.ValueType, str]:
     """The outcome and a short reason for an exception a check let escape."""
     if isinstance(error, ssl.SSLCertVerificationError):
-        if error.verify_code == _HOSTNAME_MISMATCH:
+        if error.verify_code == HOSTNAME_MISMATCH:
             return pb.OUTCOME_TLS_NAME_MISMATCH, error.verify_message
         return pb.OUTCOME_TLS_UNTRUSTED, error.verify_message or str(error)
     if isinstance(error, ssl.SSLError):

@@ -22,11 +22,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from courierwatch.probe.checks import tcp
 from courierwatch.probe.checks.base import CheckContext, CheckFailure
 from courierwatch.probe.checks.connection import Connection
+from courierwatch.probe.checks.failures import HOSTNAME_MISMATCH
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-# X509_V_ERR_HOSTNAME_MISMATCH: the chain is fine but names another host.
-_HOSTNAME_MISMATCH: Final = 62
 _DER: Final = 2  # _ssl.ENCODING_DER
 # What a second look at a failing peer may run into; none of it changes the finding.
 _LOOK_ERRORS: Final = (OSError, ssl.SSLError, EOFError, CheckFailure)
@@ -48,7 +47,7 @@ async def handshake(
         _require_alpn(target, result.tls.alpn)
     except ssl.SSLCertVerificationError as error:
         connection.abort()
-        if error.verify_code != _HOSTNAME_MISMATCH:
+        if error.verify_code != HOSTNAME_MISMATCH:
             await _explain(target, ctx, result, offered)
         raise
     except BaseException:
