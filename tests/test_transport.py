@@ -127,6 +127,12 @@ async def applied_at_least(url: str, probe_id: str, n: int, seconds: float = 30)
             await asyncio.sleep(0.2)
 
 
+async def drained(probe: asyncio.subprocess.Process) -> None:
+    """SIGTERM: the probe flushes its spool, waits for the acks and exits cleanly."""
+    probe.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(probe.wait(), 20) == 0
+
+
 async def assert_exactly_once(collector: Collector, where: Path, probe_id: str) -> None:
     made = last_seq(where)
     assert made > 0
@@ -169,8 +175,7 @@ async def test_probe_killed_mid_stream_resends_what_was_not_acknowledged(
         await probe.wait()
     async with courierwatch("probe", "--config", config) as probe:
         await applied_at_least(collector.url, "pi-killed", last_seq(where) + 10)
-        probe.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(probe.wait(), 20) == 0
+        await drained(probe)
     await assert_exactly_once(collector, where, "pi-killed")
     await collector.stop()
 
@@ -185,8 +190,7 @@ async def test_collector_killed_mid_stream_neither_loses_nor_doubles(tmp_path, f
         await collector.stop(signal.SIGKILL)
         await collector.start()
         await applied_at_least(collector.url, "pi-steady", last_seq(where) + 10)
-        probe.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(probe.wait(), 20) == 0
+        await drained(probe)
     await assert_exactly_once(collector, where, "pi-steady")
     await collector.stop()
 
@@ -291,8 +295,7 @@ async def test_a_new_spool_for_a_known_probe_is_renumbered_not_swallowed(
     config = probe_config(where, collector, listener)
     async with courierwatch("probe", "--config", config) as probe:
         await applied_at_least(collector.url, "pi-reimaged", 30)
-        probe.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(probe.wait(), 20) == 0
+        await drained(probe)
     before = (await totals(collector.url, "pi-reimaged"))[0]
     (where / "spool.sqlite").unlink()
     for leftover in where.glob("spool.sqlite-*"):
