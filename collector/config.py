@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from courierwatch.configfile import (
+from courierwatch.common.configfile import (
     BUILTIN,
     Section,
     TransportConfig,

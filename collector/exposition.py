@@ -25,7 +25,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State, check_key, started
-from courierwatch.results import courier_state, outcome_label
+from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 CHECK_LABELS = ("site", "probe", "target", "port", "check", "group", "family", "via")

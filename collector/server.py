@@ -16,7 +16,7 @@ from courierwatch.collector.ingest import Ingest
 from courierwatch.collector.state import State
 from courierwatch.collector.store import Store
 from courierwatch.collector.web import build_app
-from courierwatch.configfile import TransportConfig
+from courierwatch.common.configfile import TransportConfig
 
 log = logging.getLogger(__name__)
 

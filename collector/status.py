@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from courierwatch.collector.state import Probe, State
-from courierwatch.results import courier_state, outcome_label
+from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 # Apple devices cannot be set up or managed without these: their failures are listed first.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from courierwatch.collector.config import CollectorConfig
 from courierwatch.collector.server import Bound, serve
-from courierwatch.configfile import TransportConfig
+from courierwatch.common.configfile import TransportConfig
 from courierwatch.probe.config import ProbeConfig, load_probe_config
 from courierwatch.probe.daemon import run_probe
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
-from courierwatch import __version__
-from courierwatch.configfile import ConfigError
+from courierwatch.common import __version__
+from courierwatch.common.configfile import ConfigError
 from courierwatch.pki import PkiError
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     # Imported per role so that, say, `check` on a Pi does not load the collector.
     if args.role == "check":
-        from courierwatch.probe.oneshot import check_once
+        from courierwatch.probe.oneshot.run import check_once
 
         return asyncio.run(check_once(args.config, as_json=args.json, show_all=args.all))
     if args.role == "pki":

@@ -96,7 +96,7 @@ install -m 0640 -o root -g "$SERVICE_USER" "$workdir/probe.key" "$CONFIG_DIR/pro
 # Read the config as the service will: as its user, so a key it cannot read shows up here.
 if ! runuser -u "$SERVICE_USER" -- "$PREFIX/venv/bin/python" -c '
 import sys
-from courierwatch.configfile import ConfigError
+from courierwatch.common.configfile import ConfigError
 from courierwatch.probe.config import load_probe_config
 try:
     load_probe_config(sys.argv[1])

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from courierwatch.configfile import (
+from courierwatch.common.configfile import (
     BUILTIN,
     REQUIRED,
     Section,
@@ -76,7 +76,7 @@ from courierwatch.configfile import (
     unknown_name,
 )
 from courierwatch.probe import catalog, families, pop, sanity
-from courierwatch.probe.proxy import ProxySettings, parse_proxy_url
+from courierwatch.probe.net.proxy import ProxySettings, parse_proxy_url
 from courierwatch.probe.rotation import parse_numbers
 from courierwatch.probe.targets import ADDRESS_POLICIES, FAMILIES, Target, expand
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.config import ProbeConfig
-from courierwatch.probe.resolver import Resolver
+from courierwatch.probe.net.resolver import Resolver
 from courierwatch.probe.trust import TrustStore
 
 

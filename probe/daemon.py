@@ -10,8 +10,8 @@ from pathlib import Path
 
 import grpc
 
-from courierwatch import __version__
-from courierwatch.configfile import TransportConfig
+from courierwatch.common import __version__
+from courierwatch.common.configfile import TransportConfig
 from courierwatch.probe.config import ProbeConfig
 from courierwatch.probe.context import build_context
 from courierwatch.probe.scheduler import Scheduler

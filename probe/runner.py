@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from courierwatch.common.addresses import is_ip
 from courierwatch.probe.checks import CHECKS
-from courierwatch.probe.checks.base import CheckContext, CheckFailure
-from courierwatch.probe.checks.failures import classify
-from courierwatch.probe.resolver import is_ip
+from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.failures import CheckFailure, classify
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 

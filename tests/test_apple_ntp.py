@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from courierwatch.probe import sntp
+from courierwatch.probe.net import sntp
 from courierwatch.v1 import courierwatch_pb2 as pb
 from fakeapple import NTP_NAME, NtpMode
 from fakeapple.probing import (

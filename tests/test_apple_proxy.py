@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from courierwatch.probe.proxy import ProxySettings
+from courierwatch.probe.net.proxy import ProxySettings
 from courierwatch.v1 import courierwatch_pb2 as pb
 from fakeapple import COURIER_ALPN, COURIER_SNI, INSPECTION_ORG, ProxyMode
 from fakeapple.probing import (

@@ -7,8 +7,8 @@ import re
 
 import yaml
 
-from courierwatch.probe import readiness, report
-from courierwatch.probe.oneshot import check_once
+from courierwatch.probe.oneshot import readiness, report
+from courierwatch.probe.oneshot.run import check_once
 from courierwatch.v1 import courierwatch_pb2 as pb
 from fakeapple import (
     COURIER_ALPN,

@@ -2,8 +2,9 @@
 
 import pytest
 
+from courierwatch.probe import catalog
 from courierwatch.probe.checks.base import CheckContext
-from courierwatch.probe.resolver import Resolver
+from courierwatch.probe.net.resolver import Resolver
 from courierwatch.probe.runner import run_check
 from courierwatch.probe.targets import Target
 from courierwatch.probe.trust import TrustStore
@@ -16,6 +17,8 @@ def ctx(apple):
     return CheckContext(
         resolver=Resolver([apple.host], apple.dns_port),
         trust=TrustStore([apple.ca_pem_path], system=False),
+        apple_ranges=catalog.apple().ranges,
+        pop_pattern=catalog.apple().pop_pattern,
     )
 
 

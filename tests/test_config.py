@@ -11,10 +11,16 @@ import pytest
 import trustme
 
 from courierwatch.collector.config import CollectorConfig, load_collector_config
-from courierwatch.configfile import BUILTIN, ConfigError, TransportConfig, read_yaml, to_duration
+from courierwatch.common.configfile import (
+    BUILTIN,
+    ConfigError,
+    TransportConfig,
+    read_yaml,
+    to_duration,
+)
 from courierwatch.probe import catalog
 from courierwatch.probe.config import ProbeConfig, load_probe_config
-from courierwatch.probe.proxy import ProxySettings
+from courierwatch.probe.net.proxy import ProxySettings
 from courierwatch.probe.targets import expand
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()

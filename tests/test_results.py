@@ -2,7 +2,7 @@
 
 import pytest
 
-from courierwatch.results import courier_state, outcome_label
+from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 OK, REFUSED = pb.OUTCOME_OK, pb.OUTCOME_REFUSED

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from courierwatch.probe import checks
+from courierwatch.probe import catalog, checks
 from courierwatch.probe.checks.base import CheckContext
-from courierwatch.probe.resolver import Resolver
+from courierwatch.probe.net.resolver import Resolver
 from courierwatch.probe.scheduler import Scheduler, run_once
 from courierwatch.probe.targets import Target
 from courierwatch.probe.trust import TrustStore
@@ -48,7 +48,12 @@ def fake_kind(monkeypatch):
     return install
 
 
-CTX = CheckContext(resolver=Resolver(["127.0.0.1"]), trust=TrustStore())
+CTX = CheckContext(
+    resolver=Resolver(["127.0.0.1"]),
+    trust=TrustStore(),
+    apple_ranges=catalog.apple().ranges,
+    pop_pattern=catalog.apple().pop_pattern,
+)
 
 
 def targets(n: int, interval: float, timeout: float = 5.0):

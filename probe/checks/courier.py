@@ -10,13 +10,13 @@ numbered host in dialled_host, and the POP its CNAME chain leads to.
 
 from __future__ import annotations
 
-from courierwatch.probe.checks import dns, tls
+from courierwatch.probe.checks import steps, tls
 from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
-    dns.dial_host(target, ctx, result)  # chosen first, so every step dials the same courier
+    steps.dial_host(target, ctx, result)  # chosen first, so every step dials the same courier
     connection = await tls.handshake(target, ctx, result)
     await connection.close()

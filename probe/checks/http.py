@@ -6,9 +6,10 @@ phase (DNS, connect, TLS, first byte) is timed on its own, which an HTTP client 
 
 from __future__ import annotations
 
-from courierwatch import __version__
-from courierwatch.probe.checks import tcp, tls
-from courierwatch.probe.checks.base import CheckContext, CheckFailure
+from courierwatch.common import __version__
+from courierwatch.probe.checks import steps, tls
+from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.failures import CheckFailure
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -21,7 +22,7 @@ async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
         # Only HTTP/1.1 is spoken here, so only it is offered.
         connection = await tls.handshake(target, ctx, result, alpn=("http/1.1",))
     else:
-        connection = await tcp.connect(target, ctx, result)
+        connection = await steps.connect(target, ctx, result)
     try:
         request = (
             f"GET {target.path} HTTP/1.1\r\nHost: {target.host}\r\n"

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from courierwatch.probe import sntp
-from courierwatch.probe.checks import dns
-from courierwatch.probe.checks.base import CheckContext, CheckFailure
+from courierwatch.probe.checks import steps
+from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.failures import CheckFailure
+from courierwatch.probe.net import sntp
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -34,7 +35,7 @@ class _FirstDatagram(asyncio.DatagramProtocol):
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
-    addresses = await dns.resolve(target, ctx, result)
+    addresses = await steps.resolve(target, ctx, result)
     address = addresses[0]
     loop = asyncio.get_running_loop()
     # A connected socket: the kernel drops datagrams from anyone but the server.

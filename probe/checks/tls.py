@@ -19,10 +19,10 @@ from typing import Any, Final
 from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from courierwatch.probe.checks import tcp
-from courierwatch.probe.checks.base import CheckContext, CheckFailure
-from courierwatch.probe.checks.connection import Connection
-from courierwatch.probe.checks.failures import HOSTNAME_MISMATCH
+from courierwatch.probe.checks import steps
+from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.failures import HOSTNAME_MISMATCH, CheckFailure
+from courierwatch.probe.net.connection import Connection
 from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -36,7 +36,7 @@ async def handshake(
 ) -> Connection:
     """Connect and complete a verifying TLS handshake; the connection is then ready for data."""
     offered = target.alpn if alpn is None else alpn
-    connection = await tcp.connect(target, ctx, result)
+    connection = await steps.connect(target, ctx, result)
     started = connection.mark()
     try:
         await connection.start_tls(ctx.trust.verifying(target.anchors, offered), target.server_name)
@@ -77,7 +77,7 @@ async def _explain(
 async def _look(
     target: Target, ctx: CheckContext, result: pb.Result, context: ssl.SSLContext, by: str
 ) -> list[str]:
-    connection = await tcp.reconnect(target, ctx, result)
+    connection = await steps.reconnect(target, ctx, result)
     try:
         await connection.start_tls(context, target.server_name)
         return _record(result.tls, _session(connection), by)

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from courierwatch.probe import catalog
 from courierwatch.probe.checks.base import CheckContext
-from courierwatch.probe.proxy import ProxySettings
-from courierwatch.probe.resolver import Resolver
+from courierwatch.probe.net.proxy import ProxySettings
+from courierwatch.probe.net.resolver import Resolver
 from courierwatch.probe.runner import run_check
 from courierwatch.probe.sanity import parse_ranges
 from courierwatch.probe.targets import Target
@@ -48,6 +49,7 @@ def check_context(
         resolver=Resolver([apple.host], apple.dns_port),
         trust=TrustStore([str(apple.ca_pem_path), *also_trusted], system=False, site=site_anchors),
         apple_ranges=parse_ranges(ranges),
+        pop_pattern=catalog.apple().pop_pattern,
         proxy=ProxySettings(apple.host, apple.proxy_port) if proxy else None,
     )
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
 import re
 import secrets
 import socket
@@ -32,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from courierwatch.probe.checks.base import CheckFailure
-from courierwatch.probe.checks.connection import ready, stamp_arrivals
+from courierwatch.common.addresses import is_ip
+from courierwatch.probe.failures import CheckFailure
+from courierwatch.probe.net.connection import ready, stamp_arrivals
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 A: Final = 1
@@ -213,15 +213,6 @@ class Resolver:
             await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
             backoff = min(backoff * 2, _MAX_BACKOFF)
         return _ServFail(), time.perf_counter() - started
-
-
-@functools.lru_cache(maxsize=4096)  # asked for every check of a few hundred names
-def is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _resolution(name: str, family: str, outcomes: Outcomes, seconds: float | None) -> Resolution:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from courierwatch import __version__
-from courierwatch.probe.checks.base import CheckFailure
-from courierwatch.probe.checks.connection import Connection
-from courierwatch.probe.checks.failures import classify
-from courierwatch.probe.proxy import ProxySettings
+from courierwatch.common import __version__
+from courierwatch.probe.failures import CheckFailure, classify
+from courierwatch.probe.net.connection import Connection
+from courierwatch.probe.net.proxy import ProxySettings
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 _LINE_LIMIT: Final = 8192

@@ -1,9 +1,9 @@
 """What one run of the checks means for a site: per Apple service, works or not, and what to do.
 
-Pure: results in, an assessment out (courierwatch.probe.report prints it). Each failure gets one
-action item, chosen by its outcome and its service group, written for whoever runs the site's
-firewall, DNS filter or proxy. An action is a template with one subject (a host, a domain, a
-range), so that the same fix for many hosts is one to-do naming them all.
+Pure: results in, an assessment out (courierwatch.probe.oneshot.report prints it). Each failure gets
+one action item, chosen by its outcome and its service group, written for whoever runs the site's
+firewall, DNS filter or proxy. An action is a template with one subject (a host, a domain, a range),
+so that the same fix for many hosts is one to-do naming them all.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from courierwatch.common.results import FALLBACK_PORT, courier_state, outcome_label
 from courierwatch.probe import catalog
-from courierwatch.results import FALLBACK_PORT, courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 # Groups whose hosts live in Apple's own address space: rules can name the range and the domain.

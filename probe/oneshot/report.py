@@ -26,8 +26,8 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
-from courierwatch.probe.readiness import Failure, GroupStatus, Readiness, merge
-from courierwatch.results import outcome_label
+from courierwatch.common.results import outcome_label
+from courierwatch.probe.oneshot.readiness import Failure, GroupStatus, Readiness, merge
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 __all__ = ["as_table", "readiness_json", "readiness_text"]

@@ -26,6 +26,8 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from courierwatch.common.addresses import is_ip
+
 __all__ = [
     "BUILTIN",
     "REQUIRED",
@@ -348,17 +350,9 @@ def to_choice(choices: Collection[str], what: str) -> Callable[[Any], str]:
 _LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
 def valid_host(host: str) -> bool:
     """A DNS name (an optional trailing dot) or an IP address, without brackets or port."""
-    if _is_ip(host):
+    if is_ip(host):
         return True
     name = host.removesuffix(".")
     labels = name.split(".")
@@ -393,7 +387,7 @@ def split_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port), host without brackets; ValueError if not."""
     if text.startswith("["):
         host, bracket, port = text[1:].partition("]:")
-        valid = bool(bracket) and ":" in host and _is_ip(host)
+        valid = bool(bracket) and ":" in host and is_ip(host)
     else:
         host, colon, port = text.rpartition(":")
         valid = bool(colon) and ":" not in host and valid_host(host)  # bare v6 is ambiguous

@@ -1,4 +1,6 @@
-"""Turning what went wrong into one of the contract's failure classes."""
+"""Outcomes of a check that did not work: the CheckFailure a step raises, and `classify`, which
+turns any other error into one of the contract's failure classes. Both the network layer
+(courierwatch.probe.net) and the checks use this room; it uses neither."""
 
 from __future__ import annotations
 
@@ -6,6 +8,16 @@ import errno
 import ssl
 
 from courierwatch.v1 import courierwatch_pb2 as pb
+
+
+class CheckFailure(Exception):
+    """The endpoint answered, but not in a way that works; carries the outcome to report."""
+
+    def __init__(self, outcome: pb.Outcome.ValueType, detail: str) -> None:
+        super().__init__(detail)
+        self.outcome = outcome
+        self.detail = detail
+
 
 # X509_V_ERR_HOSTNAME_MISMATCH: the chain is fine but names another host.
 HOSTNAME_MISMATCH = 62

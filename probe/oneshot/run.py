@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from courierwatch.probe import readiness, report
 from courierwatch.probe.config import load_probe_config
 from courierwatch.probe.context import build_context
+from courierwatch.probe.oneshot import readiness, report
 from courierwatch.probe.scheduler import run_once
 
 # A one-shot run starts everything at once so that it takes as long as its slowest check, not
