@@ -158,6 +158,9 @@ class ProbeConfig:
     proxy: ProxySettings | None = None
     families: tuple[str, ...] = ("ipv4",)  # resolved: "auto" is decided at load time
     targets: tuple[Target, ...] = ()  # expanded per family and path
+    # The facts (title, criticality) of every group the targets use, from the catalog
+    # (catalog.describe); the probe sends them to the collector in its Hello.
+    groups: tuple[catalog.Group, ...] = ()
     spool_path: str = field(default_factory=default_spool_path)  # SQLite file of unsent results
     spool_max_bytes: int = _SPOOL_MAX_MB * _MB  # oldest results are dropped beyond this size
     spool_max_age: float = _SPOOL_MAX_AGE  # seconds; older unsent results are dropped
@@ -223,6 +226,7 @@ def load_probe_config(
         proxy=proxy,
         families=chosen,
         targets=expand(targets, chosen, proxy=proxy is not None),
+        groups=catalog.describe(target.group for target in targets),
         spool_path=spool.path("path", None) or default_spool_path(),
         spool_max_bytes=spool.integer("max_mb", _SPOOL_MAX_MB, min=1, max=65536) * _MB,
         spool_max_age=spool.duration("max_age", _SPOOL_MAX_AGE),

@@ -29,6 +29,7 @@ __all__ = [
     "UnknownGroupError",
     "anchor_path",
     "apple",
+    "describe",
     "groups",
     "targets",
 ]
@@ -60,6 +61,12 @@ _OPTIONS = {
     "http": {"sni", "alpn", "anchors", "tls", "path", "expect_status"},
 }
 _ALL_OPTIONS = set().union(*_OPTIONS.values())
+
+
+# A group outside the catalog has no schedule of its own (its targets carry theirs): these only
+# fill the Group record.
+_CUSTOM_INTERVAL = 60.0
+_CUSTOM_TIMEOUT = 10.0
 
 
 class CatalogError(ValueError):
@@ -125,6 +132,18 @@ class _Catalog:
 def groups() -> dict[str, Group]:
     """Every catalog group by id, in file order (critical groups first)."""
     return {entry.group.id: entry.group for entry in _catalog().entries}
+
+
+def describe(group_ids: Iterable[str]) -> tuple[Group, ...]:
+    """The facts of each group named, in order: the catalog's own, or for a group the catalog
+    does not have (a config's own targets) a critical one titled by its id, since such targets
+    were added because they matter. The one place that decides a group's criticality: the
+    report, the collector (through the probe's Hello) and so the status page and alerts read it."""
+    known = groups()
+    return tuple(
+        known.get(gid) or Group(gid, gid, True, _CUSTOM_INTERVAL, _CUSTOM_TIMEOUT)
+        for gid in dict.fromkeys(group_ids)
+    )
 
 
 def apple() -> AppleFacts:
