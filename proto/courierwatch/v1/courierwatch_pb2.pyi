@@ -34,6 +34,9 @@ class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OUTCOME_TLS_ALPN_MISMATCH: _ClassVar[Outcome]
     OUTCOME_PROXY_DENIED: _ClassVar[Outcome]
     OUTCOME_PROXY_AUTH_REQUIRED: _ClassVar[Outcome]
+    OUTCOME_DNS_UNREACHABLE: _ClassVar[Outcome]
+    OUTCOME_DNS_REFUSED: _ClassVar[Outcome]
+    OUTCOME_CLOCK_SKEW: _ClassVar[Outcome]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_OK: Outcome
 OUTCOME_DNS_NXDOMAIN: Outcome
@@ -56,6 +59,9 @@ OUTCOME_TLS_INTERCEPTED: Outcome
 OUTCOME_TLS_ALPN_MISMATCH: Outcome
 OUTCOME_PROXY_DENIED: Outcome
 OUTCOME_PROXY_AUTH_REQUIRED: Outcome
+OUTCOME_DNS_UNREACHABLE: Outcome
+OUTCOME_DNS_REFUSED: Outcome
+OUTCOME_CLOCK_SKEW: Outcome
 
 class ProbeMessage(_message.Message):
     __slots__ = ("hello", "batch", "health")
@@ -76,40 +82,66 @@ class CollectorMessage(_message.Message):
     def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("probe_id", "site", "software_version", "config_digest")
+    __slots__ = ("probe_id", "site", "software_version", "config_digest", "groups", "families", "families_reason")
     PROBE_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    FAMILIES_REASON_FIELD_NUMBER: _ClassVar[int]
     probe_id: str
     site: str
     software_version: str
     config_digest: str
-    def __init__(self, probe_id: _Optional[str] = ..., site: _Optional[str] = ..., software_version: _Optional[str] = ..., config_digest: _Optional[str] = ...) -> None: ...
+    groups: _containers.RepeatedCompositeFieldContainer[GroupInfo]
+    families: _containers.RepeatedScalarFieldContainer[str]
+    families_reason: str
+    def __init__(self, probe_id: _Optional[str] = ..., site: _Optional[str] = ..., software_version: _Optional[str] = ..., config_digest: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupInfo, _Mapping]]] = ..., families: _Optional[_Iterable[str]] = ..., families_reason: _Optional[str] = ...) -> None: ...
+
+class GroupInfo(_message.Message):
+    __slots__ = ("id", "title", "critical")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    title: str
+    critical: bool
+    def __init__(self, id: _Optional[str] = ..., title: _Optional[str] = ..., critical: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("applied_through_seq", "max_batch", "max_message_bytes")
+    __slots__ = ("applied_through_seq", "max_batch", "max_message_bytes", "max_string_bytes", "idle_timeout_seconds")
     APPLIED_THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STRING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     applied_through_seq: int
     max_batch: int
     max_message_bytes: int
-    def __init__(self, applied_through_seq: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    max_string_bytes: int
+    idle_timeout_seconds: float
+    def __init__(self, applied_through_seq: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_string_bytes: _Optional[int] = ..., idle_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Health(_message.Message):
-    __slots__ = ("spool_depth", "spool_bytes", "dropped_total", "loop_lag_seconds", "oldest_pending_seconds")
+    __slots__ = ("spool_depth", "spool_bytes", "dropped_total", "loop_lag_seconds", "oldest_pending_seconds", "quarantined_total", "dropped_disk_full_total", "sent_at")
     SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     LOOP_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
     OLDEST_PENDING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINED_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_DISK_FULL_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
     spool_depth: int
     spool_bytes: int
     dropped_total: int
     loop_lag_seconds: float
     oldest_pending_seconds: float
-    def __init__(self, spool_depth: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., dropped_total: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., oldest_pending_seconds: _Optional[float] = ...) -> None: ...
+    quarantined_total: int
+    dropped_disk_full_total: int
+    sent_at: _timestamp_pb2.Timestamp
+    def __init__(self, spool_depth: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., dropped_total: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., oldest_pending_seconds: _Optional[float] = ..., quarantined_total: _Optional[int] = ..., dropped_disk_full_total: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ResultBatch(_message.Message):
     __slots__ = ("results",)
