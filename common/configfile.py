@@ -38,6 +38,7 @@ __all__ = [
     "TransportConfig",
     "describe",
     "digest",
+    "from_text",
     "read_transport",
     "read_yaml",
     "split_host_port",
@@ -252,6 +253,16 @@ def to_str(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Ca
         if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
             raise ValueError(f"must be {what}, got {describe(value)}")
         return value
+
+    return convert
+
+
+def from_text(parse: Callable[[str], T]) -> Callable[[Any], T]:
+    """A converter for a parser of text (ValueError if invalid): another YAML type is an error
+    naming what was written, not a crash."""
+
+    def convert(value: Any) -> T:
+        return parse(to_str()(value))
 
     return convert
 
@@ -539,7 +550,7 @@ class Section:
 
     def file(self, key: str, default: D = REQUIRED) -> str | D:
         """Path of a readable file; relative paths are taken from the config file's directory."""
-        return self.value(key, self._readable, default)
+        return self.value(key, self.readable, default)
 
     # -- lists --
 
@@ -562,7 +573,7 @@ class Section:
         return self.list_of(key, to_str())
 
     def files(self, key: str) -> tuple[str, ...]:
-        return self.list_of(key, self._readable)
+        return self.list_of(key, self.readable)
 
     # -- nesting --
 
@@ -606,7 +617,8 @@ class Section:
             raise ValueError(f"{str(path)!r} is a directory; name a file in it")
         return str(path)
 
-    def _readable(self, value: Any) -> str:
+    def readable(self, value: Any) -> str:
+        """A converter: the path of a readable file, relative to the config file's directory."""
         path = self._resolve(value)
         try:
             with path.open("rb"):

@@ -30,17 +30,15 @@ Keys beyond identity and transport (defaults in brackets):
                             # global IPv6 address with a route (courierwatch.probe.families)
     targets:                # your own
       - host: mdm.example.net       # required
-        port: 443                   # required but for dns (53) and ntp (123)
-        check: http                 # dns, tcp, tls, http, courier, ntp
+        port: 443                   # required unless the kind has a default port
+        check: http                 # a registered check kind
         group: custom               # label; a group the catalog does not have is critical
         interval: 60s
         timeout: 10s
         addresses: any              # apple (within apple.ranges), public, or any (only 0.0.0.0
                                     # and :: are refused)
-        # tls, http, courier: sni, anchors (PEM), expect_issuer (substrings, one of which an
-        #   issuer of the chain must contain); tls, courier: alpn, require_alpn (must be
-        #   negotiated, one of alpn); http: tls, path, expect_status;
-        # courier, dns: numbers (dial N-host; courier default: apple.courier_numbers)
+        path: /health               # and the options of its kind: each kind's SPEC declares
+                                    # them (courierwatch.probe.checks), README.md tabulates them
     spool:                  # where results wait until a collector acknowledges them
       path: /var/lib/courierwatch/spool.sqlite  # [$STATE_DIRECTORY/spool.sqlite under systemd,
                             # else ~/.local/state/courierwatch/spool.sqlite]
@@ -53,10 +51,10 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from courierwatch.common.configfile import (
     BUILTIN,
@@ -65,53 +63,25 @@ from courierwatch.common.configfile import (
     TransportConfig,
     describe,
     digest,
+    from_text,
     read_transport,
     read_yaml,
     to_address,
     to_choice,
     to_host,
-    to_int,
     to_ip,
-    to_str,
     unknown_name,
 )
-from courierwatch.probe import catalog, families, pop, sanity
+from courierwatch.probe import catalog, checks, families, sanity
+from courierwatch.probe.checks.spec import TARGET_KEYS, Facts
 from courierwatch.probe.net.proxy import ProxySettings, parse_proxy_url
-from courierwatch.probe.rotation import parse_numbers
 from courierwatch.probe.targets import ADDRESS_POLICIES, FAMILIES, Target, expand
 
-__all__ = ["DEFAULT_CHECK_KINDS", "ProbeConfig", "default_probe_id", "load_probe_config"]
-
-DEFAULT_CHECK_KINDS: Final = ("dns", "tcp", "tls", "http", "courier", "ntp")
-
-T = TypeVar("T")
+__all__ = ["ProbeConfig", "default_probe_id", "load_probe_config"]
 
 # Site, probe id and group end up as Prometheus label values: keep them short and plain.
 _LABEL = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# What may go on an HTTP/1.1 request line as is: printable ASCII without spaces.
-_HTTP_PATH = re.compile(r"/[\x21-\x7e]*")
 _LABEL_WHAT = "1 to 64 characters from A-Z a-z 0-9 . _ -"
-
-# Options beyond host/port/check/group/interval/timeout/addresses, by the check kinds they apply
-# to. A kind not listed here (a newer one passed in check_kinds) takes none of them.
-_VERIFIED: Final = ("sni", "anchors", "expect_issuer")  # what needs a certificate to check
-_OPTIONS: Final = {
-    "dns": frozenset({"numbers"}),
-    "tls": frozenset({*_VERIFIED, "alpn", "require_alpn"}),
-    "courier": frozenset({*_VERIFIED, "alpn", "require_alpn", "numbers"}),
-    "http": frozenset({*_VERIFIED, "tls", "path", "expect_status"}),
-}
-_ALL_OPTIONS: Final = (
-    "sni", "alpn", "require_alpn", "anchors", "expect_issuer", "tls", "path", "expect_status",
-    "numbers",
-)  # fmt: skip
-_TARGET_KEYS: Final = (
-    "host", "port", "check", "group", "interval", "timeout", "addresses", *_ALL_OPTIONS,
-)  # fmt: skip
-# Where a kind asks when the config names no port.
-_DEFAULT_PORTS: Final = {"dns": catalog.DNS_PORT, "ntp": 123}
-_ALPN_ID: Final = re.compile(r"[!-~]{1,255}")
-_ALPN_WHAT: Final = "a protocol id such as h2"
 
 _TOP_KEYS: Final = (
     "site", "probe_id", "collectors", "transport", "resolver", "trust", "schedule", "catalog",
@@ -172,13 +142,13 @@ def load_probe_config(
     *,
     require_identity: bool = True,
     insecure: bool = False,
-    check_kinds: Collection[str] = DEFAULT_CHECK_KINDS,
     host_has_ipv6: Callable[[], bool] = families.host_has_ipv6,
 ) -> ProbeConfig:
     """Read and validate a probe config file; path None gives the built-in defaults.
 
     Raises ConfigError, whose str() is one line naming file, line and field. host_has_ipv6
-    decides `families: auto` (tests pass their own).
+    decides `families: auto` (tests pass their own). A target's check is any registered kind
+    (courierwatch.probe.checks.kinds()).
     """
     doc = read_yaml(path)
     root = doc.root
@@ -206,7 +176,7 @@ def load_probe_config(
     apple = _apple(root.section("apple"))
     proxy = _proxy(root.section("proxy"))
     chosen = _families(root, host_has_ipv6)
-    targets = _targets(root, check_kinds, apple)
+    targets = _targets(root, apple)
 
     return ProbeConfig(
         source=doc.source,
@@ -244,35 +214,23 @@ class _Apple:
 
 def _apple(sec: Section) -> _Apple:
     sec.check_keys("ranges", "owned_groups", "courier_numbers", "pop_pattern")
-    facts = catalog.apple()
-    ranges = sec.list_of("ranges", _from_string(lambda v: sanity.parse_ranges([v])[0]))
-    if sec.has("ranges") and not ranges:
-        raise sec.error("must list at least one range", "ranges")
+    facts = catalog.read_apple(sec, catalog.apple())  # each key as the catalog's is read
     known = catalog.groups()
     return _Apple(
-        ranges=ranges or facts.ranges,
+        ranges=facts.ranges,
         owned_groups=(
             sec.list_of("owned_groups", to_choice(known, "catalog group"))
             if sec.has("owned_groups")
             else None
         ),
-        courier_numbers=sec.value("courier_numbers", parse_numbers, facts.courier_numbers),
-        pop_pattern=sec.value("pop_pattern", _from_string(pop.compile_pattern), facts.pop_pattern),
+        courier_numbers=facts.courier_numbers,
+        pop_pattern=facts.pop_pattern,
     )
-
-
-def _from_string(parse: Callable[[str], T]) -> Callable[[Any], T]:
-    """A converter for a parser of text: another YAML type is an error, not a crash."""
-
-    def convert(value: Any) -> T:
-        return parse(to_str()(value))
-
-    return convert
 
 
 def _proxy(sec: Section) -> ProxySettings | None:
     sec.check_keys("url")
-    return sec.value("url", _from_string(parse_proxy_url), None)
+    return sec.value("url", from_text(parse_proxy_url), None)
 
 
 def _families(root: Section, host_has_ipv6: Callable[[], bool]) -> tuple[str, ...]:
@@ -290,11 +248,12 @@ def _auto_or_list(value: Any) -> Any:
     raise ValueError(f"must be auto or a list of ipv4 and ipv6, got {describe(value)}")
 
 
-def _targets(root: Section, check_kinds: Collection[str], apple: _Apple) -> tuple[Target, ...]:
+def _targets(root: Section, apple: _Apple) -> tuple[Target, ...]:
     merged = {target.key: target for target in _catalog_targets(root.section("catalog"), apple)}
     seen: dict[tuple[str, int, str], str] = {}
+    facts = catalog.kind_facts(apple.courier_numbers)
     for sec in root.sections("targets"):
-        target = _custom_target(sec, check_kinds, apple)
+        target = _custom_target(sec, facts)
         if target.key in seen:
             host, port, check = target.key
             host = f"[{host}]" if ":" in host else host
@@ -339,62 +298,28 @@ def _catalog_targets(sec: Section, apple: _Apple) -> list[Target]:
     )
 
 
-def _custom_target(sec: Section, check_kinds: Collection[str], apple: _Apple) -> Target:
-    sec.check_keys(*_TARGET_KEYS)
-    check = sec.value("check", to_choice(check_kinds, "check kind"))
-    # Options of other kinds are mistakes, not something to ignore quietly.
-    allowed = _OPTIONS.get(check, frozenset())
-    for key in _ALL_OPTIONS:
-        if key not in allowed and sec.has(key):
-            raise sec.error(f"not valid for a {check} check", key)
-
+def _custom_target(sec: Section, facts: Facts) -> Target:
+    kinds, options = checks.kinds(), checks.option_names()
+    sec.check_keys(*TARGET_KEYS, *options)
+    kind = kinds[sec.value("check", to_choice(kinds, "check kind"))]
     host = sec.value("host", to_host)
     # A dns check asks port 53 whatever the service port; the catalog keys it the same way.
-    port = sec.integer("port", _DEFAULT_PORTS.get(check, REQUIRED), min=1, max=65535)
+    port = sec.integer(
+        "port", REQUIRED if kind.default_port is None else kind.default_port, min=1, max=65535
+    )
     interval = sec.duration("interval", _DEFAULT_INTERVAL)
     timeout = sec.duration("timeout", min(_DEFAULT_TIMEOUT, interval))
     if timeout > interval:
         raise sec.error(
             f"must not exceed the interval ({interval:g}s), got {timeout:g}s", "timeout"
         )
-
-    tls = sec.boolean("tls", None)
-    if check == "http" and not (tls if tls is not None else port != 80):
-        for key in _VERIFIED:
-            if sec.has(key):
-                raise sec.error("not valid for plain HTTP (tls: false, or port 80)", key)
-
-    courier = check == "courier"
-    alpn = sec.list_of("alpn", to_str(_ALPN_ID, _ALPN_WHAT)) or (
-        (catalog.COURIER_ALPN,) if courier else ()
-    )
-    require_alpn = sec.string("require_alpn", None, pattern=_ALPN_ID, what=_ALPN_WHAT)
-    if require_alpn is not None and require_alpn not in alpn:
-        if sec.has("alpn"):
-            raise sec.error(f"must be one of alpn ({', '.join(alpn)})", "require_alpn")
-        alpn = (require_alpn,)  # offering only what is required is the plain reading
-    anchors = sec.files("anchors") or (
-        (catalog.anchor_path(catalog.APPLE_ROOT),) if courier else ()
-    )
-    numbers = sec.value("numbers", parse_numbers, apple.courier_numbers if courier else ())
-
-    return Target(
+    return Target.of(
+        kind.read_options(sec, port, facts, known=options),
         host=host,
         port=port,
-        check=check,
+        check=kind.name,
         group=sec.string("group", "custom", pattern=_LABEL, what=_LABEL_WHAT),
         interval=interval,
         timeout=timeout,
-        sni=sec.value("sni", to_host, None),
-        alpn=alpn,
-        require_alpn=require_alpn,
-        anchors=anchors,
-        expect_issuer=sec.list_of("expect_issuer", to_str(re.compile(r".+"), "a non-empty name")),
-        tls=tls,
-        path=sec.string(
-            "path", "/", pattern=_HTTP_PATH, what="a path starting with / (ASCII, URL-encoded)"
-        ),
-        expect_status=sec.list_of("expect_status", to_int(100, 599)),
-        numbers=numbers,
         addresses=sec.value("addresses", to_choice(ADDRESS_POLICIES, "address policy"), "any"),
     )

@@ -1,17 +1,19 @@
 """What to check: one Target is one (host, port, check kind) with its schedule and options.
 
 A configured target can stand for several series: `expand` makes one per address family and,
-when the site has a proxy, one more through it. `key` names what a config wrote; `series`
-tells the expanded copies apart.
+when the site has a proxy, one more through it, as each kind's spec says. `key` names what a
+config wrote; `series` tells the expanded copies apart.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from courierwatch.probe import checks
 
 FAMILIES: Final = ("ipv4", "ipv6")
 VIAS: Final = ("direct", "proxy")
@@ -21,16 +23,12 @@ VIAS: Final = ("direct", "proxy")
 #   any     only 0.0.0.0 and :: are refused (dialling them reaches this very host)
 ADDRESS_POLICIES: Final = ("apple", "public", "any")
 
-# Kinds that open a connection: they run once per address family and through a proxy.
-_PER_FAMILY: Final = frozenset({"tcp", "tls", "http", "courier", "ntp"})
-_PROXIABLE: Final = frozenset({"tcp", "tls", "http", "courier"})  # CONNECT carries TCP only
-
 
 @dataclass(frozen=True, slots=True)
 class Target:
     host: str
     port: int
-    check: str  # kind name, a key of courierwatch.probe.checks.CHECKS
+    check: str  # kind name, a key of courierwatch.probe.checks.kinds()
     group: str = "custom"  # Apple service group, used as a label
     interval: float = 60.0  # seconds between runs
     timeout: float = 10.0  # seconds for one run, all phases together
@@ -56,6 +54,21 @@ class Target:
     addresses: str = "any"  # one of ADDRESS_POLICIES
     family: str = ""  # "ipv4", "ipv6", or "" for whichever DNS gives first
     via: str = "direct"  # "direct", or "proxy" for HTTP CONNECT through the site's proxy
+    # (name, value) of the options of kinds from outside this package: those have no field.
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any], **fields: Any) -> Target:
+        """A target with its kind's options: each in its field, or else in `extra`."""
+        own = {name: value for name, value in options.items() if name in _FIELDS}
+        extra = tuple((name, value) for name, value in options.items() if name not in _FIELDS)
+        return cls(**fields, **own, extra=extra)
+
+    def option(self, name: str) -> Any:
+        """A kind option by name, with a field of its own or not (KeyError if the kind has none)."""
+        if name in _FIELDS:
+            return getattr(self, name)
+        return dict(self.extra)[name]
 
     @property
     def server_name(self) -> str:
@@ -81,17 +94,22 @@ def expand(
     Through a proxy the proxy resolves and picks the family, so that copy is bound to none.
     """
     out: list[Target] = []
+    kinds = checks.kinds()
     for target in targets:
-        if target.check not in _PER_FAMILY or target.family or target.via != "direct":
+        kind = kinds[target.check]
+        if not kind.per_family or target.family or target.via != "direct":
             out.append(target)  # already bound, or nothing to bind
             continue
         out.extend(
             dataclasses.replace(target, family=family)
             for family in _families_of(target.host, families)
         )
-        if proxy and target.check in _PROXIABLE:
+        if proxy and kind.via_proxy:
             out.append(dataclasses.replace(target, via="proxy"))
     return tuple(out)
+
+
+_FIELDS: Final = frozenset(field.name for field in dataclasses.fields(Target)) - {"extra"}
 
 
 def _families_of(host: str, families: Sequence[str]) -> Sequence[str]:

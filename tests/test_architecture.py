@@ -41,13 +41,14 @@ FORBIDDEN = {
         "courierwatch.collector",
         *COMMAND_LINE,
     ),
-    "courierwatch.probe.checks": (*PROBE_UPPER, "courierwatch.collector", *COMMAND_LINE),
-    "courierwatch.probe.catalog": (
-        "courierwatch.probe.checks",
+    # The catalog is read through the kinds' specs, so a kind never reads the catalog.
+    "courierwatch.probe.checks": (
+        "courierwatch.probe.catalog",
         *PROBE_UPPER,
         "courierwatch.collector",
         *COMMAND_LINE,
     ),
+    "courierwatch.probe.catalog": (*PROBE_UPPER, "courierwatch.collector", *COMMAND_LINE),
     "courierwatch.probe": ("courierwatch.collector", "courierwatch.discover", *COMMAND_LINE),
     "courierwatch.collector": ("courierwatch.probe", "courierwatch.discover", *COMMAND_LINE),
     "courierwatch.discover": ("courierwatch.collector", *PROBE_UPPER, *COMMAND_LINE),

@@ -155,31 +155,68 @@ def _endpoint(data: dict[str, Any]) -> dict[str, Any]:
     return data["groups"][0]["endpoints"][0]
 
 
+# Read the way a config file is (courierwatch.common.configfile): each error names the file, the
+# line and the field, and the line is where that field (or its mapping, when missing) is written.
 @pytest.mark.parametrize(
-    ("breakage", "message"),
+    ("breakage", "field", "message", "on_line"),
     [
-        (lambda d: d["groups"][0].pop("timeout"), r"groups\[0\]\.timeout: missing"),
-        (lambda d: d["groups"].append(d["groups"][0]), "duplicate group id 'push'"),
-        (lambda d: _endpoint(d).update(host="*.push.apple.com"), "wildcards"),
-        (lambda d: _endpoint(d).update(ports=["5223"]), r"\.ports: '5223' is not a port"),
-        (lambda d: _endpoint(d).update(check="udp"), r"\.check: 'udp' is not one of"),
-        (lambda d: _endpoint(d).update(numbers="1-3"), r"\.numbers: unknown field"),
-        (lambda d: d["apple"].update(pop_pattern="(no-group)"), r"apple: needs a named group"),
-        (lambda d: d["apple"].update(ranges=["17/8x"]), r"apple: '17/8x' is not an address"),
-        (lambda d: d["groups"][0].update(addresses="mine"), r"\.addresses: expected apple or"),
-        (
-            lambda d: d["groups"][1]["endpoints"][0].update(require_alpn="h3"),
-            r"\.require_alpn: must be one of the protocols in alpn",
-        ),
-        (lambda d: _endpoint(d).update(anchors=["gone.pem"]), "no bundled trust anchor"),
-        (lambda d: _endpoint(d).update(proto="tls"), r"\(courier\.push\.apple\.com\)\.proto"),
-        (lambda d: _endpoint(d).pop("check"), r"\.alpn: not allowed"),
+        (lambda d: d["groups"][0].pop("timeout"), "groups[0].timeout", "is required", "id: push"),
+        (lambda d: d["groups"].append(d["groups"][0]), f"groups[{len(raw_catalog()['groups'])}].id",
+         "duplicate group id 'push'", "id: push"),
+        (lambda d: _endpoint(d).update(host="*.push.apple.com"), "groups[0].endpoints[0].host",
+         "wildcards", "*.push.apple.com"),
+        (lambda d: _endpoint(d).update(ports=["5223"]), "groups[0].endpoints[0].ports[0]",
+         "must be an integer from 1 to 65535, got '5223'", "'5223'"),
+        (lambda d: _endpoint(d).update(check="udp"), "groups[0].endpoints[0].check",
+         "unknown check kind 'udp'", "check: udp"),
+        (lambda d: _endpoint(d).update(numbers="1-3"), "groups[0].endpoints[0]",
+         "unknown key 'numbers'", "numbers: 1-3"),
+        (lambda d: d["apple"].update(pop_pattern="(no-group)"), "apple.pop_pattern",
+         "needs a named group", "pop_pattern"),
+        (lambda d: d["apple"].update(ranges=["17/8x"]), "apple.ranges[0]",
+         "'17/8x' is not an address", "17/8x"),
+        (lambda d: d["groups"][0].update(addresses="mine"), "groups[0].addresses",
+         "unknown address policy 'mine'", "addresses: mine"),
+        (lambda d: d["groups"][1]["endpoints"][0].update(require_alpn="h3"),
+         "groups[1].endpoints[0].require_alpn", "must be one of alpn (h2, http/1.1)",
+         "require_alpn: h3"),
+        (lambda d: _endpoint(d).update(anchors=["gone.pem"]), "groups[0].endpoints[0].anchors[0]",
+         "no bundled trust anchor", "gone.pem"),
+        (lambda d: _endpoint(d).update(proto="tls"), "groups[0].endpoints[0]",
+         "unknown key 'proto'", "proto: tls"),
+        (lambda d: _endpoint(d).pop("check"), "groups[0].endpoints[0].alpn",
+         "not valid without a check", "alpn:"),
+        # http offers only HTTP/1.1 whatever alpn says: an option it would ignore is refused.
+        (lambda d: d["groups"][0]["endpoints"][1].update(alpn=["h2"]),
+         "groups[0].endpoints[1].alpn", "not valid for a http check", "alpn:"),
     ],
-)
-def test_broken_catalog_names_the_field(
-    breakage: Callable[[dict[str, Any]], object], message: str
+)  # fmt: skip
+def test_broken_catalog_names_file_line_and_field(
+    tmp_path: Path,
+    breakage: Callable[[dict[str, Any]], object],
+    field: str,
+    message: str,
+    on_line: str,
 ) -> None:
     data = raw_catalog()
     breakage(data)
-    with pytest.raises(catalog.CatalogError, match=message):
-        catalog._parse(data)
+    path = tmp_path / "apple.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    with pytest.raises(catalog.CatalogError) as info:
+        catalog._load(path)
+    error = info.value
+    assert (error.path, error.field) == (str(path), field), error
+    assert message in error.message, error
+    assert str(error).startswith(f"{path}:{error.line}: {error.field}: "), error
+    assert on_line in path.read_text(encoding="utf-8").splitlines()[error.line - 1], error
+
+
+def test_courier_endpoint_may_require_its_alpn(tmp_path: Path) -> None:
+    # tls.handshake checks require_alpn for a courier as for tls, so the catalog takes it too.
+    data = raw_catalog()
+    _endpoint(data)["require_alpn"] = "apns-security-v3"
+    path = tmp_path / "apple.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    loaded = catalog._load(path)
+    (courier, *_) = loaded.entries[0].endpoints
+    assert [port.options["require_alpn"] for port in courier.ports] == ["apns-security-v3"] * 2

@@ -676,11 +676,32 @@ def test_families_auto_follows_the_host() -> None:
          "targets[0].addresses: unknown address policy 'mine'"),
         ("targets: [{host: a.example, port: 80, check: http, expect_issuer: [Apple]}]",
          "targets[0].expect_issuer: not valid for plain HTTP (tls: false, or port 80)"),
+        # http offers only HTTP/1.1, whatever alpn would say (as the catalog refuses it too).
+        ("targets: [{host: a.example, port: 443, check: http, alpn: [h2]}]",
+         "targets[0].alpn: not valid for a http check"),
     ],
 )  # fmt: skip
 def test_new_keys_errors(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text + "\n")
     assert probe_error(path).startswith(f"{path}:1: {message}")
+
+
+def test_courier_takes_require_alpn_as_the_catalog_does(tmp_path: Path) -> None:
+    # tls.handshake checks require_alpn for a courier as for tls.
+    path = write(
+        tmp_path,
+        """
+        catalog: {groups: []}
+        targets:
+          - {host: c.example, port: 5223, check: courier, require_alpn: apns-security-v3}
+          - {host: c.example, port: 443, check: courier, require_alpn: h2}
+        """,
+    )
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=v4_only)
+    assert [(t.alpn, t.require_alpn) for t in config.targets] == [
+        ((catalog.COURIER_ALPN,), catalog.COURIER_ALPN),
+        (("h2",), "h2"),  # offering only what is required is the plain reading
+    ]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,11 @@
 """Apple's endpoints by service group: the bundled apple.yaml, turned into probe Targets.
 
-The file is read and validated once, on first use. It is package data, yet a hand edit can still
-break it, so every shape error names the field that is wrong.
+The file is read and validated once, on first use, the way a config file is
+(courierwatch.common.configfile): a hand edit can still break it, so every error names
+apple.yaml, the line and the field. An endpoint's options are those of its check kind, read by
+the kind's own spec (courierwatch.probe.checks.spec) exactly as a config's `targets:` are; what
+is the catalog's own is its shape: groups, endpoints with a list of ports, a check chosen by
+port, a dns target for every host.
 """
 
 from __future__ import annotations
@@ -11,11 +15,22 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Final
 
-import yaml
-
-from courierwatch.probe import pop, sanity
+from courierwatch.common.configfile import (
+    REQUIRED,
+    ConfigError,
+    Section,
+    from_text,
+    read_yaml,
+    to_choice,
+    to_int,
+    to_str,
+)
+from courierwatch.probe import checks, pop, sanity
+from courierwatch.probe.checks import dns, tls
+from courierwatch.probe.checks.courier import ALPN as COURIER_ALPN
+from courierwatch.probe.checks.spec import Facts, KindSpec
 from courierwatch.probe.rotation import parse_numbers
 from courierwatch.probe.targets import Target
 
@@ -31,36 +46,33 @@ __all__ = [
     "apple",
     "describe",
     "groups",
+    "kind_facts",
+    "read_apple",
     "targets",
 ]
 
 _HERE = Path(__file__).resolve().parent
 _FILE = "apple.yaml"
 
-# A dns target still needs a port for its key (host, port, check); 53 is where the question goes.
-DNS_PORT = 53
-# What a courier check offers and trusts unless told otherwise: what devices do.
-COURIER_ALPN = "apns-security-v3"
-APPLE_ROOT = "apple-root-ca.pem"
+DNS_PORT: Final = dns.PORT
+APPLE_ROOT: Final = "apple-root-ca.pem"
 
-_KINDS = frozenset({"dns", "tcp", "tls", "http", "courier", "ntp"})
-_DEFAULT_KIND = {80: "http", 443: "tls"}  # any other port: tcp
-_ID = re.compile(r"[a-z][a-z0-9_]*\Z")
+_DEFAULT_KIND: Final = {80: "http", 443: "tls"}  # any other port: tcp
+_ID = re.compile(r"[a-z][a-z0-9_]*")
+_TEXT = re.compile(r"(?s).*\S.*")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})+\Z")
+_RANGE = from_text(lambda text: sanity.parse_ranges([text])[0])
 
-_APPLE_KEYS = {"ranges", "courier_numbers", "pop_pattern"}
-_GROUP_KEYS = {"id", "title", "critical", "interval", "timeout", "endpoints"}
-_GROUP_OPTIONAL = {"addresses", "expect_issuer"}
-_ENDPOINT_REQUIRED = {"host", "purpose"}
-_ENDPOINT_OPTIONAL = {"ports", "check", "verified"}
-# Options by the explicit check they need (a check chosen by port takes none).
-_OPTIONS = {
-    "tls": {"sni", "alpn", "require_alpn", "anchors"},
-    "courier": {"alpn", "anchors"},
-    "http": {"sni", "alpn", "anchors", "tls", "path", "expect_status"},
-}
-_ALL_OPTIONS = set().union(*_OPTIONS.values())
+_TOP_KEYS: Final = ("version", "apple", "groups")
+_APPLE_KEYS: Final = ("ranges", "courier_numbers", "pop_pattern")
+_GROUP_KEYS: Final = (
+    "id", "title", "critical", "interval", "timeout", "addresses", "expect_issuer", "endpoints",
+)  # fmt: skip
+_ENDPOINT_KEYS: Final = ("host", "ports", "check", "purpose", "verified")
+# Kind options an endpoint does not write: the group sets expect_issuer, and the numbers of a
+# numbered kind are apple.courier_numbers (which a config may override).
+_NOT_PER_ENDPOINT: Final = frozenset({"expect_issuer", "numbers"})
 
 
 # A group outside the catalog has no schedule of its own (its targets carry theirs): these only
@@ -69,8 +81,8 @@ _CUSTOM_INTERVAL = 60.0
 _CUSTOM_TIMEOUT = 10.0
 
 
-class CatalogError(ValueError):
-    """apple.yaml does not have the expected shape."""
+class CatalogError(ConfigError, ValueError):
+    """apple.yaml does not have the expected shape; str() is `file:line: field: message`."""
 
 
 class UnknownGroupError(KeyError):
@@ -102,17 +114,17 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class _Port:
+    port: int
+    kind: KindSpec  # as written, or chosen by the port
+    options: Mapping[str, Any]  # the kind's options, as its spec read them
+
+
+@dataclass(frozen=True, slots=True)
 class _Endpoint:
     host: str
-    ports: tuple[int, ...]
-    check: str | None  # None: chosen per port
-    sni: str | None
-    alpn: tuple[str, ...]
-    require_alpn: str | None
-    anchors: tuple[str, ...]  # absolute paths
-    tls: bool | None
-    path: str
-    expect_status: tuple[int, ...]
+    kind: KindSpec | None  # None: chosen per port
+    ports: tuple[_Port, ...]
     purpose: str
     verified: bool
 
@@ -178,7 +190,7 @@ def targets(
         else set(apple_groups)
     )
     _require_known(wanted | set(overrides) | owned, known)
-    numbers = catalog.apple.courier_numbers if courier_numbers is None else courier_numbers
+    facts = kind_facts(courier_numbers)
 
     found: dict[tuple[str, int, str], Target] = {}
     for entry in catalog.entries:
@@ -194,7 +206,7 @@ def targets(
             "expect_issuer": group.expect_issuer,
         }
         for endpoint in entry.endpoints:
-            for target in _expand(endpoint, numbers, common):
+            for target in _expand(endpoint, facts, common):
                 found.setdefault(target.key, target)
     return list(found.values())
 
@@ -228,222 +240,176 @@ def _override(group_id: str, name: str, value: float | None, default: float) -> 
     return float(value)
 
 
-def _expand(
-    endpoint: _Endpoint, courier_numbers: tuple[int, ...], common: Mapping[str, Any]
-) -> list[Target]:
-    # A courier host is a logical name: it and its dns series dial the numbered names.
-    numbers = courier_numbers if endpoint.check == "courier" else ()
+def _expand(endpoint: _Endpoint, facts: Facts, common: Mapping[str, Any]) -> list[Target]:
+    # A numbered kind's host is a logical name: it and its dns series dial the numbered names.
+    numbering = endpoint.kind.option("numbers") if endpoint.kind else None
+    numbers = numbering.default_for(facts) if numbering else ()
     # Every host gets a dns series first: it carries the CNAME chain and tells "blocked by DNS"
     # apart from "blocked on the wire".
     out = [Target(endpoint.host, DNS_PORT, "dns", numbers=numbers, **common)]
     for port in endpoint.ports:
-        out.append(
-            Target(
-                endpoint.host,
-                port,
-                endpoint.check or _DEFAULT_KIND.get(port, "tcp"),
-                sni=endpoint.sni,
-                alpn=endpoint.alpn,
-                require_alpn=endpoint.require_alpn,
-                anchors=endpoint.anchors,
-                tls=endpoint.tls,
-                path=endpoint.path,
-                expect_status=endpoint.expect_status,
-                numbers=numbers,
-                **common,
-            )
-        )
+        options = {**port.options, "numbers": numbers, **common}
+        out.append(Target.of(options, host=endpoint.host, port=port.port, check=port.kind.name))
     return out
+
+
+def kind_facts(courier_numbers: tuple[int, ...] | None = None) -> Facts:
+    """What check kinds' defaults depend on (courier: the numbers and Apple Root CA);
+    courier_numbers replaces apple.courier_numbers."""
+    return _facts(apple().courier_numbers if courier_numbers is None else courier_numbers)
+
+
+def _facts(courier_numbers: tuple[int, ...]) -> Facts:
+    return Facts(courier_numbers=courier_numbers, apple_root=anchor_path(APPLE_ROOT))
 
 
 @functools.cache
 def _catalog() -> _Catalog:
+    return _load(_HERE / _FILE)
+
+
+def _load(path: Path) -> _Catalog:
     try:
-        data = yaml.safe_load((_HERE / _FILE).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{_FILE}: not valid YAML: {exc}") from exc
-    return _parse(data)
+        return _read(read_yaml(str(path)).root)
+    except ConfigError as error:
+        raise CatalogError(*error.args) from None
 
 
-def _parse(data: object) -> _Catalog:
-    top = _mapping(data, "top level", required={"version", "apple", "groups"})
-    if top["version"] != 1:
-        _fail("version", f"expected 1, got {top['version']!r}")
-    raw_groups = top["groups"]
-    if not isinstance(raw_groups, list) or not raw_groups:
-        _fail("groups", "expected a non-empty list")
-    entries: list[_GroupEntry] = []
-    seen: set[str] = set()
-    for index, raw in enumerate(raw_groups):
-        entry = _parse_group(raw, f"groups[{index}]")
-        if entry.group.id in seen:
-            _fail(f"groups[{index}].id", f"duplicate group id {entry.group.id!r}")
-        seen.add(entry.group.id)
-        entries.append(entry)
-    return _Catalog(_parse_apple(top["apple"]), tuple(entries))
+def _read(root: Section) -> _Catalog:
+    root.check_keys(*_TOP_KEYS)
+    version = root.integer("version")
+    if version != 1:
+        raise root.error(f"expected 1, got {version}", "version")
+    apple_sec = _required(root, "apple")
+    apple_sec.check_keys(*_APPLE_KEYS)
+    facts = read_apple(apple_sec)
+    group_secs = root.sections("groups")
+    if not group_secs:
+        raise root.error("must list at least one group", "groups")
+    entries: dict[str, _GroupEntry] = {}
+    for sec in group_secs:
+        entry = _read_group(sec, _facts(facts.courier_numbers))
+        if entry.group.id in entries:
+            raise sec.error(f"duplicate group id {entry.group.id!r}", "id")
+        entries[entry.group.id] = entry
+    return _Catalog(facts, tuple(entries.values()))
 
 
-def _parse_apple(raw: object) -> AppleFacts:
-    fields = _mapping(raw, "apple", required=_APPLE_KEYS)
-    ranges = _strings(fields["ranges"], "apple.ranges")
-    pattern = _string(fields["pop_pattern"], "apple.pop_pattern")
-    try:
-        return AppleFacts(
-            sanity.parse_ranges(ranges),
-            parse_numbers(fields["courier_numbers"]),
-            pop.compile_pattern(pattern),
+def read_apple(sec: Section, defaults: AppleFacts | None = None) -> AppleFacts:
+    """Facts about Apple's network from an `apple` mapping: the catalog's own (every key
+    required), or a config's, where each key replaces one of `defaults`. The caller checks the
+    keys (a config's mapping has one more)."""
+    ranges = sec.list_of("ranges", _RANGE)
+    if not ranges and (sec.has("ranges") or defaults is None):
+        message = "must list at least one range" if sec.has("ranges") else "is required"
+        raise sec.error(message, "ranges")
+    return AppleFacts(
+        ranges=ranges or _default(defaults, "ranges"),
+        courier_numbers=sec.value(
+            "courier_numbers", parse_numbers, _default(defaults, "courier_numbers")
+        ),
+        pop_pattern=sec.value(
+            "pop_pattern", from_text(pop.compile_pattern), _default(defaults, "pop_pattern")
+        ),
+    )
+
+
+def _default(defaults: AppleFacts | None, name: str) -> Any:
+    return REQUIRED if defaults is None else getattr(defaults, name)
+
+
+def _required(sec: Section, key: str) -> Section:
+    if not sec.has(key):
+        raise sec.error("is required", key)
+    return sec.section(key)
+
+
+def _read_group(sec: Section, facts: Facts) -> _GroupEntry:
+    sec.check_keys(*_GROUP_KEYS)
+    interval, timeout = sec.duration("interval"), sec.duration("timeout")
+    if timeout > interval:
+        raise sec.error(
+            f"must not exceed the interval ({interval:g}s), got {timeout:g}s", "timeout"
         )
-    except ValueError as exc:
-        _fail("apple", str(exc))
-
-
-def _parse_group(raw: object, where: str) -> _GroupEntry:
-    fields = _mapping(raw, where, required=_GROUP_KEYS, optional=_GROUP_OPTIONAL)
-    group_id = _string(fields["id"], f"{where}.id")
-    if not _ID.match(group_id):
-        _fail(f"{where}.id", f"{group_id!r} is not snake_case")
-    where = f"groups[{group_id}]"  # the id is easier to find in the file than an index
     group = Group(
-        id=group_id,
-        title=_string(fields["title"], f"{where}.title"),
-        critical=_boolean(fields["critical"], f"{where}.critical"),
-        interval=_seconds(fields["interval"], f"{where}.interval"),
-        timeout=_seconds(fields["timeout"], f"{where}.timeout"),
-        apple_addresses=_addresses(fields.get("addresses", "public"), f"{where}.addresses"),
-        expect_issuer=_strings(fields.get("expect_issuer", []), f"{where}.expect_issuer"),
-    )
-    if group.timeout > group.interval:
-        _fail(f"{where}.timeout", "must not exceed the interval")
-    raw_endpoints = fields["endpoints"]
-    if not isinstance(raw_endpoints, list) or not raw_endpoints:
-        _fail(f"{where}.endpoints", "expected a non-empty list")
-    endpoints = tuple(
-        _parse_endpoint(item, f"{where}.endpoints[{index}]")
-        for index, item in enumerate(raw_endpoints)
-    )
-    keys: set[tuple[str, int, str]] = set()
-    for index, endpoint in enumerate(endpoints):
-        for target in _expand(endpoint, (), {})[1:]:
-            if target.key in keys:
-                _fail(f"{where}.endpoints[{index}]", f"{target.key} is listed twice in the group")
-            keys.add(target.key)
-    return _GroupEntry(group, endpoints)
+        id=sec.string("id", pattern=_ID, what="a snake_case id"),
+        title=sec.string("title", pattern=_TEXT, what="a non-empty string"),
+        critical=sec.boolean("critical"),
+        interval=interval,
+        timeout=timeout,
+        apple_addresses=sec.value("addresses", to_choice(("apple", "public"), "address policy"),
+                                  "public") == "apple",
+        expect_issuer=tls.EXPECT_ISSUER.read(sec, facts, sec.readable),  # as a target's
+    )  # fmt: skip
+    endpoint_secs = sec.sections("endpoints")
+    if not endpoint_secs:
+        raise sec.error("must list at least one endpoint", "endpoints")
+    endpoints: list[_Endpoint] = []
+    seen: set[tuple[str, int, str]] = set()
+    for endpoint_sec in endpoint_secs:
+        endpoint = _read_endpoint(endpoint_sec, facts)
+        for port in endpoint.ports:
+            key = (endpoint.host, port.port, port.kind.name)
+            if key in seen:
+                raise endpoint_sec.error(
+                    f"{key[0]}:{key[1]} {key[2]} is listed twice in the group", "ports"
+                )
+            seen.add(key)
+        endpoints.append(endpoint)
+    return _GroupEntry(group, tuple(endpoints))
 
 
-def _parse_endpoint(raw: object, where: str) -> _Endpoint:
-    if isinstance(raw, dict) and isinstance(raw.get("host"), str):
-        where = f"{where} ({raw['host']})"  # a host is quicker to find in the file than an index
-    optional = _ENDPOINT_OPTIONAL | _ALL_OPTIONS
-    fields = _mapping(raw, where, required=_ENDPOINT_REQUIRED, optional=optional)
-    host = _string(fields["host"], f"{where}.host")
-    if "*" in host or "/" in host:
-        _fail(f"{where}.host", "wildcards and address ranges cannot be probed; name one host")
-    if not _HOST.match(host):
-        _fail(f"{where}.host", "not a lower-case DNS name")
-
-    check = fields.get("check")
-    if check is not None and check not in _KINDS:
-        _fail(f"{where}.check", f"{check!r} is not one of {', '.join(sorted(_KINDS))}")
-    if check == "dns":
-        if "ports" in fields:
-            _fail(f"{where}.ports", "a dns check has no ports")
-        ports: tuple[int, ...] = ()
+def _read_endpoint(sec: Section, facts: Facts) -> _Endpoint:
+    options = tuple(name for name in checks.option_names() if name not in _NOT_PER_ENDPOINT)
+    sec.check_keys(*_ENDPOINT_KEYS, *options)
+    host = sec.value("host", _host)
+    kinds = checks.kinds()
+    named = sec.value("check", to_choice(kinds, "check kind"), None)
+    kind = kinds[named] if named is not None else None
+    if kind is None:
+        for name in options:
+            if sec.has(name):
+                raise sec.error("not valid without a check (one chosen by port takes none)", name)
+    ports: list[_Port] = []
+    if kind is not None and kind.name == "dns":  # every host has its dns target anyway
+        if sec.has("ports"):
+            raise sec.error("a dns check has no ports", "ports")
+        kind.read_options(sec, DNS_PORT, facts, known=options, file=_bundled)  # validates
     else:
-        ports = _ports(fields.get("ports"), f"{where}.ports")
-    allowed = _OPTIONS.get(check or "", set())
-    misplaced = sorted((_ALL_OPTIONS & fields.keys()) - allowed)
-    if misplaced:
-        _fail(f"{where}.{misplaced[0]}", f"not allowed with check {check or '(chosen by port)'}")
-    alpn = _strings(fields.get("alpn", []), f"{where}.alpn")
-    require_alpn = fields.get("require_alpn")
-    if require_alpn is not None and require_alpn not in alpn:
-        _fail(f"{where}.require_alpn", "must be one of the protocols in alpn")
-
-    anchors = _strings(fields.get("anchors", []), f"{where}.anchors")
-    try:
-        anchor_paths = tuple(anchor_path(name) for name in anchors)
-    except FileNotFoundError as exc:
-        _fail(f"{where}.anchors", str(exc))
-    path = _string(fields.get("path", "/"), f"{where}.path")
-    if not path.startswith("/"):
-        _fail(f"{where}.path", "must start with /")
-    statuses = fields.get("expect_status", [])
-    if not isinstance(statuses, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599 for s in statuses
-    ):
-        _fail(f"{where}.expect_status", "expected a list of HTTP status codes")
-    tls = fields.get("tls")
+        for number in _port_numbers(sec):
+            chosen = kind or kinds[_DEFAULT_KIND.get(number, "tcp")]
+            values = chosen.read_options(sec, number, facts, known=options, file=_bundled)
+            ports.append(_Port(number, chosen, values))
     return _Endpoint(
         host=host,
-        ports=ports,
-        check=check,
-        sni=_string(fields["sni"], f"{where}.sni") if "sni" in fields else None,
-        alpn=alpn,
-        require_alpn=require_alpn,
-        anchors=anchor_paths,
-        tls=None if tls is None else _boolean(tls, f"{where}.tls"),
-        path=path,
-        expect_status=tuple(statuses),
-        purpose=_string(fields["purpose"], f"{where}.purpose"),
-        verified=_boolean(fields.get("verified", True), f"{where}.verified"),
+        kind=kind,
+        ports=tuple(ports),
+        purpose=sec.string("purpose", pattern=_TEXT, what="a non-empty string"),
+        verified=sec.boolean("verified", True),
     )
 
 
-def _fail(where: str, problem: str) -> NoReturn:
-    raise CatalogError(f"{_FILE}: {where}: {problem}")
+def _port_numbers(sec: Section) -> tuple[int, ...]:
+    numbers = sec.list_of("ports", to_int(1, 65535))
+    if not numbers:
+        raise sec.error("must list at least one port (only check: dns has none)", "ports")
+    if len(set(numbers)) != len(numbers):
+        raise sec.error("a port is listed twice", "ports")
+    return numbers
 
 
-def _mapping(
-    value: object, where: str, required: set[str], optional: set[str] | frozenset[str] = frozenset()
-) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        _fail(where, "expected a mapping")
-    known = required | optional
-    unknown = sorted(str(key) for key in value if key not in known)
-    if unknown:
-        _fail(f"{where}.{unknown[0]}", f"unknown field (known: {', '.join(sorted(known))})")
-    missing = sorted(required - set(value))
-    if missing:
-        _fail(f"{where}.{missing[0]}", "missing")
-    return value
+def _host(value: Any) -> str:
+    host = to_str()(value)
+    if "*" in host or "/" in host:
+        raise ValueError("wildcards and address ranges cannot be probed; name one host")
+    if not _HOST.match(host):
+        raise ValueError(f"must be a lower-case DNS name, got {host!r}")
+    return host
 
 
-def _string(value: object, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        _fail(where, "expected a non-empty string")
-    return value
-
-
-def _strings(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        _fail(where, "expected a list of strings")
-    return tuple(_string(item, f"{where}[{index}]") for index, item in enumerate(value))
-
-
-def _boolean(value: object, where: str) -> bool:
-    if not isinstance(value, bool):
-        _fail(where, "expected true or false")
-    return value
-
-
-def _addresses(value: object, where: str) -> bool:
-    if value not in ("apple", "public"):
-        _fail(where, "expected apple or public")
-    return value == "apple"
-
-
-def _seconds(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        _fail(where, "expected a positive number of seconds")
-    return float(value)
-
-
-def _ports(value: object, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not value:
-        _fail(where, "expected a non-empty list of ports (only check: dns has none)")
-    for port in value:
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            _fail(where, f"{port!r} is not a port number")
-    if len(set(value)) != len(value):
-        _fail(where, "a port is listed twice")
-    return tuple(value)
+def _bundled(value: Any) -> str:
+    """An anchor the catalog names: a PEM file bundled in this package, by its bare name."""
+    try:
+        return anchor_path(to_str(_TEXT, "a file name")(value))
+    except FileNotFoundError as error:
+        raise ValueError(str(error)) from None

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING, Final
 
 from courierwatch.probe.checks import steps
 from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.checks.spec import KindSpec
 from courierwatch.probe.failures import CheckFailure
 from courierwatch.probe.net import sntp
-from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
+
+if TYPE_CHECKING:
+    from courierwatch.probe.targets import Target
 
 
 class _FirstDatagram(asyncio.DatagramProtocol):
@@ -60,3 +64,17 @@ async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
     # The receive time follows from the monotonic round trip, so a wall-clock step during the
     # query cannot distort the offset.
     result.ntp.offset_seconds = sntp.offset(sent_at, reply, sent_at + round_trip)
+
+
+# UDP: per address family, but never through the proxy (CONNECT carries TCP only).
+SPEC: Final = KindSpec(
+    name="ntp",
+    run=run,
+    summary="an SNTP query over UDP gets a valid answer; records the clock offset and stratum",
+    default_port=123,
+    per_family=True,
+    facts=(
+        *steps.RESOLVE_FACTS, "peer_address", "phases.first_byte", "ntp.stratum",
+        "ntp.offset_seconds",
+    ),
+)  # fmt: skip

@@ -7,14 +7,31 @@ resolve step on its own, `tcp` the connect step, and tls, http, courier and ntp 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Final
+
 from courierwatch.probe import pop, sanity
 from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.checks.spec import Option
 from courierwatch.probe.failures import CheckFailure
 from courierwatch.probe.net import tunnel
 from courierwatch.probe.net.connection import Connection
-from courierwatch.probe.rotation import numbered
-from courierwatch.probe.targets import Target
+from courierwatch.probe.rotation import numbered, parse_numbers
 from courierwatch.v1 import courierwatch_pb2 as pb
+
+if TYPE_CHECKING:  # targets derives expansion from the kinds, so the kinds only name its type
+    from courierwatch.probe.targets import Target
+
+# The option of kinds that dial numbered hosts (dial_host).
+NUMBERS: Final = Option(
+    "numbers",
+    parse_numbers,
+    "each run dials `N-host` for the next N; `host` stays the target's name (and SNI)",
+    "`1-50`, `1-3,7` or a list",
+    default=(),
+)
+# What the steps fill in, for the specs of the kinds built on them.
+RESOLVE_FACTS: Final = ("dialled_host", "addresses", "cname_chain", "pop", "phases.dns")
+CONNECT_FACTS: Final = (*RESOLVE_FACTS, "phases.connect", "peer_address")
 
 
 def dial_host(target: Target, ctx: CheckContext, result: pb.Result) -> str:

@@ -12,23 +12,82 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import ssl
+from collections.abc import Collection, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from courierwatch.common.configfile import to_host, to_str
 from courierwatch.probe.checks import steps
 from courierwatch.probe.checks.base import CheckContext
+from courierwatch.probe.checks.spec import KindSpec, Option, OptionError
 from courierwatch.probe.failures import HOSTNAME_MISMATCH, CheckFailure
 from courierwatch.probe.net.connection import Connection
-from courierwatch.probe.targets import Target
 from courierwatch.v1 import courierwatch_pb2 as pb
+
+if TYPE_CHECKING:
+    from courierwatch.probe.targets import Target
 
 _DER: Final = 2  # _ssl.ENCODING_DER
 # What a second look at a failing peer may run into; none of it changes the finding.
 _LOOK_ERRORS: Final = (OSError, ssl.SSLError, EOFError, CheckFailure)
+
+_ALPN_ID: Final = to_str(re.compile(r"[!-~]{1,255}"), "a protocol id such as h2")
+
+# What a verified handshake takes; http over TLS takes these too, courier all with its defaults.
+SNI: Final = Option(
+    "sni", to_host, "server name sent and verified", "a host name", default_text="the host"
+)
+ANCHORS: Final = Option(
+    "anchors",
+    None,
+    "extra CAs a chain may verify against, beside `trust.anchors` and the system store",
+    "list of PEM files",
+    many=True,
+    default=(),
+)
+EXPECT_ISSUER: Final = Option(
+    "expect_issuer",
+    to_str(re.compile(r".+"), "a non-empty name"),
+    "an issuer of the presented chain must contain one of these (any case); "
+    "a chain from anyone else is SSL inspection",
+    "list of names",
+    many=True,
+    default=(),
+    default_text="any issuer",
+)
+VERIFIED: Final = (SNI, ANCHORS, EXPECT_ISSUER)
+ALPN: Final = Option(
+    "alpn", _ALPN_ID, "protocols offered in the handshake", "list of protocol ids", many=True,
+    default=(),
+)  # fmt: skip
+REQUIRE_ALPN: Final = Option(
+    "require_alpn",
+    _ALPN_ID,
+    "the handshake must negotiate it, else a middlebox answered for the service; "
+    "one of `alpn`, or without `alpn` the one protocol offered",
+    "a protocol id",
+)
+FACTS: Final = (
+    *steps.CONNECT_FACTS, "phases.tls", "tls.version", "tls.alpn", "tls.verified",
+    "tls.verified_by", "tls.chain_subjects", "tls.leaf_subject", "tls.issuer", "tls.not_after",
+)  # fmt: skip
+
+
+def required_alpn_is_offered(
+    values: MutableMapping[str, Any], written: Collection[str], port: int
+) -> None:
+    """require_alpn must be one of alpn; written alone, offering only it is the plain reading."""
+    required, offered = values["require_alpn"], values["alpn"]
+    if required is None or required in offered:
+        return
+    if "alpn" in written:
+        raise OptionError("require_alpn", f"must be one of alpn ({', '.join(offered)})")
+    values["alpn"] = (required,)
 
 
 async def handshake(
@@ -166,3 +225,15 @@ def _presented(tls: ssl.SSLSocket) -> list[bytes]:
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
     connection = await handshake(target, ctx, result)
     await connection.close()
+
+
+SPEC: Final = KindSpec(
+    name="tls",
+    run=run,
+    summary="the handshake completes and the chain verifies for the name, from the issuer expected",
+    options=(SNI, ALPN, REQUIRE_ALPN, ANCHORS, EXPECT_ISSUER),
+    per_family=True,
+    via_proxy=True,
+    facts=FACTS,
+    refine=required_alpn_is_offered,
+)
