@@ -1,12 +1,15 @@
 """The DNS step as APNs needs it: rotating courier names, the POP, sinkholes and hijacks,
 families; judged from the answer, before anything is dialled."""
 
+import dataclasses
 import random
 
 import pytest
 
 from courierwatch.probe import pop, sanity
 from courierwatch.probe.catalog import apple as catalog_apple
+from courierwatch.probe.net.resolver import Resolver
+from courierwatch.probe.oneshot import readiness
 from courierwatch.probe.rotation import Rotation, parse_numbers
 from courierwatch.probe.targets import Target, expand
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -20,6 +23,7 @@ from fakeapple import (
     UNKNOWN_EDGE,
     UNKNOWN_POP_COURIER,
 )
+from fakeapple.dns import closed_port
 from fakeapple.probing import (
     check,
     check_context,
@@ -181,3 +185,36 @@ def test_families_expand_connecting_targets_only():
         ("tcp", "", "proxy"),
     ]
     assert len({t.series for t in expanded}) == len(expanded)
+
+
+async def test_a_resolver_that_refuses_is_dns_refused_with_its_fix(apple, ctx):
+    apple.dns.refuse("gdmf.apple.com")
+    r = await check(ctx, host="gdmf.apple.com", port=53, check="dns", group="device_management")
+    assert r.outcome == pb.OUTCOME_DNS_REFUSED, r.detail
+    assert (
+        r.detail
+        == f"gdmf.apple.com: resolver {apple.host}:{apple.dns_port} refused the query (REFUSED)"
+    )
+    assert readiness.action(r).text == (
+        "the resolver refuses queries for gdmf.apple.com: check its access list (allow-query,"
+        " access-control) and any DNS policy that blocks the name"
+    )
+    servfail = await check(ctx, host="servfail.apple.com", port=53, check="dns")
+    assert servfail.outcome == pb.OUTCOME_DNS_SERVFAIL  # only ever rcode SERVFAIL
+
+
+async def test_a_resolver_that_cannot_be_reached_is_dns_unreachable_not_servfail(apple, ctx):
+    with closed_port(apple.host) as port, recorded_connects() as connects:
+        unreached = dataclasses.replace(ctx, resolver=Resolver([apple.host], port))
+        r = await check(unreached, **courier(apple))
+    assert r.outcome == pb.OUTCOME_DNS_UNREACHABLE, r.detail
+    assert (
+        r.detail
+        == f"{r.dialled_host}: resolver {apple.host}:{port} unreachable: UDP port {port} closed"
+    )
+    assert [a for a in connects if a[0] != apple.host or a[1] != port] == []  # nothing dialled
+    assert not r.phases.HasField("connect")
+    assert readiness.action(r).text == (
+        f"no resolver can be reached for {r.dialled_host}: check the nameserver addresses,"
+        " the route to them and that UDP and TCP port 53 to them are open"
+    )

@@ -4,8 +4,14 @@ The system call (getaddrinfo) hides the CNAME chain, which names the Akamai POP 
 steered to, and cannot be pointed at another server, so the probe is its own stub resolver: it
 asks the configured nameservers (else those of /etc/resolv.conf) over UDP, over TCP when an
 answer comes truncated, in turn until one answers or the lookup's lifetime runs out, as
-dnspython's resolver did before it. The wire format is a few dozen lines; doing it here
-rather than through dnspython takes a third less CPU per query and 2 MB less memory.
+dnspython's resolver did before it. The wire format (courierwatch.probe.net.dnswire) is a few
+dozen lines; doing it here rather than through dnspython takes a third less CPU per query and
+2 MB less memory.
+
+A failure says what happened: the name does not exist, or has no address (also when its CNAMEs
+loop or run longer than dnspython follows); the resolver answered SERVFAIL, or REFUSED; it
+cannot be reached at all (no route, port closed: on every nameserver); nothing answered in
+time; or it broke the protocol. A truncated answer whose TCP retry failed says so.
 
 A name's dns check is the probe's lookup of that name: it always asks (`fresh`), and its answer
 serves the name's tcp, tls and http checks for its TTL (the smallest along the CNAME chain), as
@@ -21,46 +27,45 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
-import secrets
+import os
 import socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from courierwatch.common.addresses import is_ip
 from courierwatch.probe.failures import CheckFailure
+from courierwatch.probe.net import dnswire
 from courierwatch.probe.net.connection import ready, stamp_arrivals
+from courierwatch.probe.net.dnswire import AAAA, A, Answer, ChainError, Malformed, Question, Reply
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-A: Final = 1
-CNAME: Final = 5
-AAAA: Final = 28
 _TYPE_NAMES: Final = {A: "A", AAAA: "AAAA"}
 # Record types asked, by the family a target is bound to ("": either, v4 first).
 _RDTYPES: Final = {"": (A, AAAA), "ipv4": (A,), "ipv6": (AAAA,)}
-_FAMILY_OF: Final = {A: socket.AF_INET, AAAA: socket.AF_INET6}
 
 # Lookups in flight at once (each one or two queries). `courierwatch check` starts every check
 # together; a site resolver such as dnsmasq (Pi-hole) refuses beyond 150 concurrent forwards
 # and a burst can overflow a UDP receive buffer, which would read as DNS failures.
 MAX_LOOKUPS = 32
 ATTEMPT_SECONDS = 2.0  # one query to one nameserver, as glibc's and dnspython's default
-MAX_CHAIN = 16  # CNAMEs followed, as dnspython
 MAX_CACHED = 10_000  # names; beyond that the oldest entries go
 _MAX_BACKOFF = 2.0  # between rounds over every nameserver
 _MAX_STRAYS = 100  # datagrams that are not the answer, read before giving up on a server
-_MAX_LABELS = 128  # a name has at most 127 labels
-_HEADER: Final = struct.Struct("!HHHHHH")
-_RR: Final = struct.Struct("!HHIH")
-_QR, _TC, _RD = 0x8000, 0x0200, 0x0100
-_NOERROR, _NXDOMAIN = 0, 3
-# Printed with a backslash in a name, as dnspython (and BIND) print them; others as \DDD.
-_SPECIAL: Final = frozenset(b'"().;\\@$')
-_PLAIN: Final = re.compile(rb"[A-Za-z0-9_*-]+")  # what names are made of: printed as they are
+# ICMP errors queued on a UDP socket (linux/in.h, in6.h: IP_RECVERR, IPV6_RECVERR), and the
+# struct sock_extended_err they come in (its first field is the errno).
+_RECVERR: Final = {
+    socket.AF_INET: (socket.IPPROTO_IP, 11),
+    socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
+}
+_EXTENDED_ERR: Final = struct.Struct("=IBBBBII")
+_MSG_ERRQUEUE: Final = 0x2000
+# How telling a failure is, when the questions of one lookup failed differently.
+_NAMED, _ANSWERED, _UNREACHED, _SILENT, _NO_RECORD = range(5)
+_TRUNCATED: Final = "answer truncated over UDP, and the TCP retry to"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,53 +76,33 @@ class Resolution:
     literal: bool = False  # the name is an address: nothing was looked up, nothing to judge
 
 
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """The address records of one type for a name, and how long they may be reused."""
-
-    addresses: tuple[str, ...]
-    chain: tuple[str, ...]
-    ttl: int
-
-
 class _Failure(Exception):
-    """Why one question got no addresses, most telling first."""
+    """Why one question got no addresses: the outcome, its reason (None: no record of the type,
+    named once the types asked are known) and its rank (lowest: most telling)."""
 
-    rank = 4
-
-
-class _NXDomain(_Failure):
-    rank = 0
-
-
-class _ServFail(_Failure):  # every nameserver failed (SERVFAIL, REFUSED, garbage, unreachable)
-    rank = 1
+    def __init__(self, outcome: pb.Outcome.ValueType, reason: str | None, rank: int) -> None:
+        super().__init__(reason)
+        self.outcome, self.reason, self.rank = outcome, reason, rank
 
 
-class _Timeout(_Failure):
-    rank = 2
-
-
-class _NoAnswer(_Failure):  # the name exists but has no record of the type
-    rank = 3
-
-
-class _BadReply(Exception):
-    """A reply that is malformed, truncated over TCP, or whose rcode is a server failure."""
-
-
-Outcomes = list["_Answer | _Failure"]
-_Server = tuple[int, tuple[object, ...]]  # (address family, socket address)
-_Record = tuple[str, int, int, str]  # (owner lower case, type, ttl, address or CNAME target)
+Outcomes = list["Answer | _Failure"]
+_Server = tuple[int, tuple[Any, ...]]  # (address family, socket address)
 
 
 class Resolver:
-    def __init__(self, nameservers: Sequence[str] = (), port: int = 53) -> None:
+    def __init__(
+        self,
+        nameservers: Sequence[str] = (),
+        port: int = 53,
+        *,
+        clock: Callable[[], float] = time.monotonic,  # for TTLs; tests bring their own
+    ) -> None:
         # Without nameservers: the same resolvers the site's devices use.
         servers = list(nameservers) or _system_nameservers()
         self._servers = [_sockaddr(server, port) for server in servers]
+        self._clock = clock
         self._slots = asyncio.Semaphore(MAX_LOOKUPS)
-        self._cache: dict[tuple[str, int], tuple[float, _Answer]] = {}
+        self._cache: dict[tuple[str, int], tuple[float, Answer]] = {}
         self._pending: dict[tuple[str, str], asyncio.Task[tuple[Outcomes, float]]] = {}
 
     async def resolve(
@@ -153,7 +138,7 @@ class Resolver:
             del self._pending[key]
 
     def _cached(self, key: str, rdtypes: Sequence[int]) -> Outcomes | None:
-        now = time.monotonic()
+        now = self._clock()
         found: Outcomes = []
         for rdtype in rdtypes:
             entry = self._cache.get((key, rdtype))
@@ -162,16 +147,18 @@ class Resolver:
             found.append(entry[1])
         return found
 
-    def _store(self, key: str, rdtype: int, answer: _Answer) -> None:
+    def _store(self, key: str, rdtype: int, answer: Answer) -> None:
         if answer.ttl <= 0:
             return
+        # Stored anew, an entry becomes the newest (dicts keep insertion order).
+        self._cache.pop((key, rdtype), None)
         if len(self._cache) >= MAX_CACHED:
-            now = time.monotonic()
+            now = self._clock()
             for stale in [k for k, (expires, _) in self._cache.items() if expires <= now]:
                 del self._cache[stale]
             while len(self._cache) >= MAX_CACHED:
                 del self._cache[next(iter(self._cache))]
-        self._cache[key, rdtype] = (time.monotonic() + answer.ttl, answer)
+        self._cache[key, rdtype] = (self._clock() + answer.ttl, answer)
 
     async def _lookup(
         self, key: str, rdtypes: Sequence[int], lifetime: float, *, cache: bool
@@ -182,41 +169,45 @@ class Resolver:
             deadline = asyncio.get_running_loop().time() + lifetime
             asked = await asyncio.gather(*(self._ask(key, t, deadline) for t in rdtypes))
         for rdtype, (outcome, _) in zip(rdtypes, asked, strict=True):
-            if cache and isinstance(outcome, _Answer):
+            if cache and isinstance(outcome, Answer):
                 self._store(key, rdtype, outcome)
         return [outcome for outcome, _ in asked], max(seconds for _, seconds in asked)
 
     async def _ask(
         self, name: str, rdtype: int, deadline: float
-    ) -> tuple[_Answer | _Failure, float]:
+    ) -> tuple[Answer | _Failure, float]:
         """One question to each nameserver in turn (a failed one is dropped) and round after
         round, until one answers or the deadline passes; and how long that took, less the time
         a reply waited for the busy probe (connection.ready)."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        question = _question(name, rdtype)
+        asked = dnswire.question(name, rdtype)
         servers = list(self._servers)
+        failed: list[_Failure] = []
+        truncated: dict[_Server, None] = {}  # servers whose answer needed TCP, in order
         backoff = 0.1
         while servers:
             for server in list(servers):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    return _Timeout(), time.perf_counter() - started
+                    return _timed_out(truncated), time.perf_counter() - started
                 try:
                     async with asyncio.timeout(min(ATTEMPT_SECONDS, remaining)):
-                        outcome, lag = await _exchange(server, question)
+                        outcome, lag = await _exchange(server, asked, truncated)
                     return outcome, time.perf_counter() - started - lag
                 except TimeoutError:
                     continue  # silent: try the next one, and this one again next round
-                except (OSError, EOFError, _BadReply):
+                except _Failure as failure:
+                    failed.append(failure)
                     servers.remove(server)
-            await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
-            backoff = min(backoff * 2, _MAX_BACKOFF)
-        return _ServFail(), time.perf_counter() - started
+            if servers:
+                await asyncio.sleep(min(backoff, max(0.0, deadline - loop.time())))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        return _every_server_failed(failed), time.perf_counter() - started
 
 
 def _resolution(name: str, family: str, outcomes: Outcomes, seconds: float | None) -> Resolution:
-    answers = [o for o in outcomes if isinstance(o, _Answer)]
+    answers = [o for o in outcomes if isinstance(o, Answer)]
     addresses = tuple(a for answer in answers for a in answer.addresses)
     if addresses:
         chain = next((answer.chain for answer in answers if answer.chain), ())
@@ -227,15 +218,26 @@ def _resolution(name: str, family: str, outcomes: Outcomes, seconds: float | Non
 
 def _failure(name: str, family: str, failures: list[_Failure]) -> CheckFailure:
     """The most telling failure of the lookups decides the outcome."""
-    worst = min(failures, key=lambda f: f.rank, default=_NoAnswer())
-    if isinstance(worst, _NXDomain):
-        return CheckFailure(pb.OUTCOME_DNS_NXDOMAIN, f"{name}: no such name")
-    if isinstance(worst, _ServFail):
-        return CheckFailure(pb.OUTCOME_DNS_SERVFAIL, f"{name}: resolver failed (SERVFAIL)")
-    if isinstance(worst, _Timeout):
-        return CheckFailure(pb.OUTCOME_DNS_TIMEOUT, f"{name}: no DNS answer in time")
+    worst = min(failures, key=lambda f: f.rank)
     wanted = " or ".join(_TYPE_NAMES[t] for t in _RDTYPES[family])
-    return CheckFailure(pb.OUTCOME_DNS_NO_ADDRESS, f"{name}: no {wanted} record")
+    return CheckFailure(worst.outcome, f"{name}: {worst.reason or f'no {wanted} record'}")
+
+
+def _timed_out(truncated: dict[_Server, None]) -> _Failure:
+    if truncated:
+        to = ", ".join(_label(server) for server in truncated)
+        return _Failure(pb.OUTCOME_DNS_TIMEOUT, f"{_TRUNCATED} {to} got no answer in time", _SILENT)
+    return _Failure(pb.OUTCOME_DNS_TIMEOUT, "no DNS answer in time", _SILENT)
+
+
+def _every_server_failed(failed: list[_Failure]) -> _Failure:
+    """A server that answered says more than one that could not be reached; the resolver is
+    unreachable only when every nameserver is."""
+    answered = [f for f in failed if f.outcome != pb.OUTCOME_DNS_UNREACHABLE]
+    if answered:
+        return answered[0]
+    reasons = "; ".join(dict.fromkeys(f.reason or "" for f in failed))
+    return _Failure(pb.OUTCOME_DNS_UNREACHABLE, reasons, _UNREACHED)
 
 
 # --- nameservers -----------------------------------------------------------------------------
@@ -266,18 +268,83 @@ def _sockaddr(server: str, port: int) -> _Server:
 # --- one exchange ----------------------------------------------------------------------------
 
 
-async def _exchange(server: _Server, question: _Question) -> tuple[_Answer | _Failure, float]:
-    """The question over UDP, again over TCP if the answer was truncated; and the lag."""
-    reply, lag = await _udp(server, question)
-    truncated, rcode, records = _parse(reply, question)
-    if truncated:
-        truncated, rcode, records = _parse(await _tcp(server, question), question)
-        if truncated:
-            raise _BadReply("truncated over TCP")
-    return _interpret(rcode, records, question), lag
+async def _exchange(
+    server: _Server, asked: Question, truncated: dict[_Server, None]
+) -> tuple[Answer | _Failure, float]:
+    """The question over UDP, again over TCP if the answer was truncated; and the lag. Returns
+    the answer, or a negative one (NXDOMAIN, no record) that ends the lookup; raises _Failure
+    when this server failed, so that the next one is asked."""
+    over_tcp = False
+    try:
+        reply, lag = await _udp(server, asked)
+        parsed = dnswire.parse(reply, asked)
+        if parsed.truncated:
+            over_tcp = True
+            truncated[server] = None
+            parsed = dnswire.parse(await _tcp(server, asked), asked)
+            if parsed.truncated:
+                raise Malformed("truncated too")
+    except (OSError, EOFError, Malformed) as error:
+        raise _broken(server, error, over_tcp) from None
+    return _interpret(parsed, asked, server), lag
 
 
-async def _udp(server: _Server, question: _Question) -> tuple[bytes, float]:
+def _broken(server: _Server, error: Exception, over_tcp: bool) -> _Failure:
+    """A server that could not be reached (an OSError: no route, port closed), or that broke
+    the protocol (closed the connection without an answer, a malformed reply)."""
+    port = server[1][1]
+    if isinstance(error, ConnectionRefusedError):
+        why = f"{'TCP' if over_tcp else 'UDP'} port {port} closed"
+    elif isinstance(error, OSError):
+        why = (error.strerror or str(error)).lower()
+    elif isinstance(error, EOFError):
+        why = "closed the connection without an answer"
+    else:
+        why = f"sent a malformed reply ({error})"
+    reached = not isinstance(error, OSError)
+    outcome = pb.OUTCOME_PROTOCOL_ERROR if reached else pb.OUTCOME_DNS_UNREACHABLE
+    rank = _ANSWERED if reached else _UNREACHED
+    if over_tcp:
+        return _Failure(outcome, f"{_TRUNCATED} {_label(server)} failed: {why}", rank)
+    if reached:
+        return _Failure(outcome, f"resolver {_label(server)} {why}", rank)
+    return _Failure(outcome, f"resolver {_label(server)} unreachable: {why}", rank)
+
+
+def _interpret(reply: Reply, asked: Question, server: _Server) -> Answer | _Failure:
+    """The addresses, or why there are none; an rcode other than NOERROR or NXDOMAIN, and an
+    answer whose chain leads nowhere, are this server's failure."""
+    resolver = f"resolver {_label(server)}"
+    if reply.rcode == dnswire.SERVFAIL:
+        raise _Failure(pb.OUTCOME_DNS_SERVFAIL, f"{resolver} failed (SERVFAIL)", _ANSWERED)
+    if reply.rcode == dnswire.REFUSED:
+        raise _Failure(pb.OUTCOME_DNS_REFUSED, f"{resolver} refused the query (REFUSED)", _ANSWERED)
+    if reply.rcode not in (dnswire.NOERROR, dnswire.NXDOMAIN):
+        rcode = dnswire.RCODE_NAMES.get(reply.rcode, f"rcode {reply.rcode}")
+        raise _Failure(pb.OUTCOME_PROTOCOL_ERROR, f"{resolver} answered {rcode}", _ANSWERED)
+    try:
+        answer = dnswire.follow(reply.records, asked)
+    except ChainError as error:
+        # The name exists, but its chain never reaches an address a device could use.
+        reason = f"{error} in the answer of {resolver}"
+        raise _Failure(pb.OUTCOME_DNS_NO_ADDRESS, reason, _ANSWERED) from None
+    if reply.rcode == dnswire.NXDOMAIN:
+        if answer.addresses:
+            reason = f"{resolver} sent addresses with NXDOMAIN"
+            raise _Failure(pb.OUTCOME_PROTOCOL_ERROR, reason, _ANSWERED)
+        return _Failure(pb.OUTCOME_DNS_NXDOMAIN, "no such name", _NAMED)
+    return answer if answer.addresses else _Failure(pb.OUTCOME_DNS_NO_ADDRESS, None, _NO_RECORD)
+
+
+def _label(server: _Server) -> str:
+    family, address = server
+    host, port = address[0], address[1]
+    if port == 53:
+        return host
+    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+
+
+async def _udp(server: _Server, asked: Question) -> tuple[bytes, float]:
     """Send from a fresh connected socket (a random source port each time, and the kernel
     drops datagrams from anyone else); skip replies to other questions."""
     family, address = server
@@ -285,26 +352,45 @@ async def _udp(server: _Server, question: _Question) -> tuple[bytes, float]:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         stamp_arrivals(sock)
+        sock.setsockopt(*_RECVERR[family], 1)
         sock.connect(address)
-        await asyncio.get_running_loop().sock_sendall(sock, question.wire)
+        await asyncio.get_running_loop().sock_sendall(sock, asked.wire)
         for _ in range(_MAX_STRAYS):
             try:
                 reply = sock.recv(65535)
             except BlockingIOError:
+                _raise_queued_error(sock)
                 lag += await ready(sock)
                 continue
-            if _after_question(reply, question) > 0:
+            if dnswire.after_question(reply, asked) > 0:
                 return reply, lag
-    raise _BadReply("no reply to the question among the datagrams received")
+    raise Malformed(f"only datagrams that answer no question of ours, {_MAX_STRAYS} of them")
 
 
-async def _tcp(server: _Server, question: _Question) -> bytes:
+def _raise_queued_error(sock: socket.socket) -> None:
+    """Raise the ICMP error (port or host unreachable) queued for the socket, if any.
+
+    The socket's pending error alone is not enough: connection.ready peeks at arriving data,
+    and a peek reports and clears it, so the recv after it would only find nothing to read
+    (and the lookup would time out). The error queue keeps it until read. It also carries
+    what a router says (host, network unreachable), which the pending error leaves out."""
+    try:
+        _, ancillary, _, _ = sock.recvmsg(1, 512, _MSG_ERRQUEUE)
+    except BlockingIOError:
+        return
+    for level, kind, data in ancillary:
+        if (level, kind) in _RECVERR.values() and len(data) >= _EXTENDED_ERR.size:
+            code = _EXTENDED_ERR.unpack_from(data)[0]
+            raise OSError(code, os.strerror(code))
+
+
+async def _tcp(server: _Server, asked: Question) -> bytes:
     loop = asyncio.get_running_loop()
     family, address = server
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setblocking(False)
         await loop.sock_connect(sock, address)
-        await loop.sock_sendall(sock, len(question.wire).to_bytes(2, "big") + question.wire)
+        await loop.sock_sendall(sock, len(asked.wire).to_bytes(2, "big") + asked.wire)
         length = int.from_bytes(await _read_exactly(loop, sock, 2), "big")
         return await _read_exactly(loop, sock, length)
 
@@ -317,131 +403,3 @@ async def _read_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, si
             raise EOFError("the nameserver closed the connection")
         data += chunk
     return bytes(data)
-
-
-# --- wire format (RFC 1035) ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Question:
-    id: int
-    wire: bytes  # the whole query message
-    name: str  # as it reads in a reply, lower case (IDNA-encoded where the name was not ASCII)
-    rdtype: int
-
-
-def _question(name: str, rdtype: int) -> _Question:
-    """A recursive query for name/rdtype/IN with a random id, without EDNS (as dnspython)."""
-    query_id = secrets.randbits(16)
-    wire = bytearray(_HEADER.pack(query_id, _RD, 1, 0, 0, 0))
-    labels = []
-    for label in name.split("."):
-        encoded = label.encode("ascii") if label.isascii() else label.encode("idna")
-        if not 0 < len(encoded) < 64:
-            raise ValueError(f"{name!r} is not a valid DNS name")
-        wire.append(len(encoded))
-        wire += encoded
-        labels.append(_label_text(encoded).lower())
-    wire += struct.pack("!BHH", 0, rdtype, 1)
-    if len(wire) - _HEADER.size > 4 + 255:
-        raise ValueError(f"{name!r} is too long for DNS")
-    return _Question(query_id, bytes(wire), ".".join(labels), rdtype)
-
-
-def _after_question(reply: bytes, question: _Question) -> int:
-    """Where the answers start if this is a response to our question (id, QR, the question
-    itself), else -1."""
-    try:
-        ident, flags, qdcount = struct.unpack_from("!HHH", reply)
-        if ident != question.id or not flags & _QR or qdcount != 1:
-            return -1
-        qname, offset = _read_name(reply, _HEADER.size)
-        qtype, qclass = struct.unpack_from("!HH", reply, offset)
-    except (struct.error, IndexError, _BadReply):
-        return -1
-    if (qname.lower(), qtype, qclass) != (question.name, question.rdtype, 1):
-        return -1
-    return offset + 4
-
-
-def _parse(reply: bytes, question: _Question) -> tuple[bool, int, list[_Record]]:
-    """(truncated, rcode, answer records as (owner lower case, type, ttl, value)); values are
-    address text or, for CNAME, the target name."""
-    offset = _after_question(reply, question)
-    if offset < 0:
-        raise _BadReply("not a reply to the question")
-    try:
-        _, flags, _, ancount, _, _ = _HEADER.unpack_from(reply)
-        records = []
-        for _ in range(ancount):
-            owner, offset = _read_name(reply, offset)
-            rtype, rclass, ttl, length = _RR.unpack_from(reply, offset)
-            offset += _RR.size
-            rdata = reply[offset : offset + length]
-            if len(rdata) != length:
-                raise _BadReply("record runs past the end")
-            if rclass == 1 and rtype in _FAMILY_OF and length == (4 if rtype == A else 16):
-                address = socket.inet_ntop(_FAMILY_OF[rtype], rdata)
-                records.append((owner.lower(), rtype, ttl, address))
-            elif rclass == 1 and rtype == CNAME:
-                records.append((owner.lower(), rtype, ttl, _read_name(reply, offset)[0]))
-            offset += length
-    except (struct.error, IndexError) as error:
-        raise _BadReply(f"malformed reply: {error}") from None
-    return bool(flags & _TC), flags & 0xF, records
-
-
-def _interpret(rcode: int, records: list[_Record], question: _Question) -> _Answer | _Failure:
-    """Follow the CNAME chain from the question to the records of its type (as dnspython's
-    resolve_chaining); an rcode other than NOERROR or NXDOMAIN is the server's failure."""
-    if rcode not in (_NOERROR, _NXDOMAIN):
-        raise _BadReply(f"rcode {rcode}")
-    rrsets: dict[tuple[str, int], list[tuple[int, str]]] = {}
-    for owner, kind, ttl, value in records:
-        rrsets.setdefault((owner, kind), []).append((ttl, value))
-    current, chain, least_ttl = question.name, [], 2**31 - 1
-    for _ in range(MAX_CHAIN):
-        if found := rrsets.get((current, question.rdtype)):
-            if rcode == _NXDOMAIN:
-                raise _BadReply("an answer with NXDOMAIN")
-            addresses = tuple(dict.fromkeys(v for _, v in found))  # an RRset has no duplicates
-            return _Answer(addresses, tuple(chain), min(least_ttl, *(t for t, _ in found)))
-        if not (alias := rrsets.get((current, CNAME))):
-            return _NXDomain() if rcode == _NXDOMAIN else _NoAnswer()
-        ttl, target = alias[0]
-        least_ttl = min(least_ttl, ttl)
-        chain.append(target)
-        current = target.lower()
-    raise _BadReply("CNAME chain too long")
-
-
-def _read_name(data: bytes, offset: int) -> tuple[str, int]:
-    """A possibly compressed name at offset: (text without the final dot, offset after it)."""
-    labels: list[str] = []
-    after = -1  # where the name ends in the record, once a pointer was followed
-    for _ in range(_MAX_LABELS):
-        length = data[offset]
-        if length >= 0xC0:  # a pointer to the rest of the name, earlier in the message
-            target = (length & 0x3F) << 8 | data[offset + 1]
-            if target >= offset:
-                raise _BadReply("a compression pointer that does not point back")
-            after = offset + 2 if after < 0 else after
-            offset = target
-            continue
-        if length >= 0x40:
-            raise _BadReply("an unknown label type")
-        offset += 1
-        if length == 0:
-            return ".".join(labels), offset if after < 0 else after
-        labels.append(_label_text(data[offset : offset + length]))
-        offset += length
-    raise _BadReply("a name with too many labels")
-
-
-def _label_text(label: bytes) -> str:
-    if _PLAIN.fullmatch(label):
-        return label.decode("ascii")
-    return "".join(
-        f"\\{chr(c)}" if c in _SPECIAL else chr(c) if 0x20 < c < 0x7F else f"\\{c:03d}"
-        for c in label
-    )

@@ -27,6 +27,16 @@ _DNS_ACTIONS: Final = {
     pb.OUTCOME_DNS_NO_ADDRESS: ("the resolver has no address for {}: check DNS filters", 1),
     pb.OUTCOME_DNS_SERVFAIL: ("the resolver fails for {}: check its upstream and DNSSEC", 1),
     pb.OUTCOME_DNS_TIMEOUT: ("the resolver does not answer for {}: check the DNS servers", 1),
+    pb.OUTCOME_DNS_UNREACHABLE: (
+        "no resolver can be reached for {}: check the nameserver addresses, the route to them"
+        " and that UDP and TCP port 53 to them are open",
+        1,
+    ),
+    pb.OUTCOME_DNS_REFUSED: (
+        "the resolver refuses queries for {}: check its access list (allow-query,"
+        " access-control) and any DNS policy that blocks the name",
+        1,
+    ),
     pb.OUTCOME_DNS_SINKHOLE: ("allow {} in the DNS filter", 0),
     pb.OUTCOME_DNS_HIJACK: ("stop rewriting {} in DNS: devices need Apple's addresses", 0),
 }

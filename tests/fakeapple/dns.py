@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import enum
 import ipaddress
+import socket
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -34,7 +36,11 @@ UDP_DEFAULT_SIZE = 512  # RFC 1035 limit without EDNS
 class Behaviour(enum.Enum):
     NXDOMAIN = "nxdomain"
     SERVFAIL = "servfail"
+    REFUSED = "refused"
     DROP = "drop"
+
+
+_FAILURE_RCODES = {Behaviour.SERVFAIL: dns.rcode.SERVFAIL, Behaviour.REFUSED: dns.rcode.REFUSED}
 
 
 @dataclass
@@ -53,8 +59,9 @@ def _key(name: dns.name.Name) -> str:
 
 
 class FakeDNS(Service):
-    """DNS server for tests. Unknown names are NXDOMAIN; names can also be made to SERVFAIL,
-    never answer (`drop`, for timeouts) or answer UDP truncated (`truncate`, for TCP fallback).
+    """DNS server for tests. Unknown names are NXDOMAIN; names can also be made to SERVFAIL or
+    be REFUSED, never answer (`drop`, for timeouts) or answer UDP truncated (`truncate`, for
+    TCP fallback).
 
     `queries` counts received questions by (name without final dot, lower case; type), e.g.
     `dns.queries["1-courier.push.apple.com", "A"]`.
@@ -115,6 +122,10 @@ class FakeDNS(Service):
     def servfail(self, name: str) -> None:
         self._set_behaviour(name, Behaviour.SERVFAIL)
 
+    def refuse(self, name: str) -> None:
+        """Answer queries reaching `name` with rcode REFUSED, as an ACL-bound resolver does."""
+        self._set_behaviour(name, Behaviour.REFUSED)
+
     def drop(self, name: str) -> None:
         """Never answer queries reaching `name`, so the client times out."""
         self._set_behaviour(name, Behaviour.DROP)
@@ -161,9 +172,9 @@ class FakeDNS(Service):
             behaviour = self._behaviours.get(name)
             if behaviour is Behaviour.DROP:
                 return False
-            if behaviour is Behaviour.SERVFAIL:
+            if behaviour in _FAILURE_RCODES:
                 response.answer.clear()
-                response.set_rcode(dns.rcode.SERVFAIL)
+                response.set_rcode(_FAILURE_RCODES[behaviour])
                 return True
             node = self._nodes.get(name)
             if node is None:
@@ -273,6 +284,27 @@ class FakeDNS(Service):
             self._udp.close()
             self._udp = None
         await self._tcp.stop()
+
+
+@contextlib.contextmanager
+def closed_port(host: str = LOCALHOST) -> Iterator[int]:
+    """A port on `host` where no nameserver listens: queries to it come back ICMP port
+    unreachable. Its TCP twin is held (bound, not listening) so nobody takes the pair meanwhile;
+    a TCP connection to it is refused."""
+    for _ in range(BIND_ATTEMPTS):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind((host, 0))
+            port: int = udp.getsockname()[1]
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                tcp.bind((host, port))
+            except OSError:
+                tcp.close()
+                continue
+        with tcp:
+            yield port
+        return
+    raise RuntimeError(f"no free UDP and TCP port pair on {host}")
 
 
 def _truncated(query: dns.message.Message) -> bytes:
