@@ -1,5 +1,5 @@
-"""A fixed delay on a path without sch_netem: an iptables NFQUEUE rule hands each packet to
-this program, which lets it go (NF_ACCEPT) once it has been held for exactly DELAY.
+"""A fixed delay on a path without sch_netem, measured: the lab's NFQUEUE holder
+(tests/lab/nfqueue.py) lets each packet go once it has been held for exactly DELAY.
 
     python tests/bench/nfqueue_delay.py                  # its own error, measured with ping
     python tests/bench/nfqueue_delay.py --delay 20ms --count 1000
@@ -7,229 +7,40 @@ this program, which lets it go (NF_ACCEPT) once it has been held for exactly DEL
 Run as a script it measures itself: a network namespace (probelab.Namespace) whose egress
 towards us goes through the queue, then `ping` across the veth pair, first without the rule,
 then with it; the table compares each RTT with the baseline plus DELAY. probe_accuracy.py
-uses `hold` (the holding loop, run inside the namespace) and `delaying` (rule + holder).
+uses `delaying` (rule + holder on the namespace's egress towards us).
 
-It speaks nfnetlink_queue itself (a socket, three message types: RFC-less but stable since
-Linux 2.6.14, see include/uapi/linux/netfilter/nfnetlink_queue.h) rather than through the
-libnetfilter_queue bindings, so nothing needs compiling: NetfilterQueue has no wheel and
-Debian 12 packages no Python bindings. Only packet metadata is copied to user space
-(NFQNL_COPY_META): the packet's id is all a verdict needs. Packets are held in arrival order
-and all have the same delay, so they leave in that order: one batch verdict releases every
-packet that is due. The holder runs SCHED_FIFO with a 1 us timer slack, so it wakes on time
-even while the machine is busy; the rule has --queue-bypass, so packets flow unheld whenever
-no holder listens (and the namespace is deleted at the end in any case).
+How the holder works (nfnetlink_queue spoken directly, FIFO release, SCHED_FIFO, a
+--queue-bypass rule) is described in tests/lab/nfqueue.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import contextlib
-import ctypes
 import os
 import re
-import select
-import signal
-import socket
 import statistics
-import struct
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import probelab
 
-SELF = Path(__file__).resolve()  # run again as the holder, inside the namespace
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_QUEUE = 3
-NFQNL_MSG_PACKET, NFQNL_MSG_CONFIG, NFQNL_MSG_VERDICT_BATCH = 0, 2, 3
-NFQA_PACKET_HDR, NFQA_VERDICT_HDR = 1, 2
-NFQA_CFG_CMD, NFQA_CFG_PARAMS, NFQA_CFG_QUEUE_MAXLEN = 1, 2, 3
-NFQNL_CFG_CMD_BIND, NFQNL_COPY_META = 1, 1
-NF_ACCEPT = 1
-NLM_F_REQUEST, NLM_F_ACK = 1, 4
-NLMSG_ERROR = 2
-PR_SET_TIMERSLACK = 29
-QUEUE = 0
-QUEUE_MAXLEN = 8192
-RECEIVE_BUFFER = 8 << 20
-MAX_IDLE_WAIT = 0.2  # seconds: the longest sleep, so stop requests are noticed
-MAX_WAKE_LATENCY = 0.002  # seconds: longer is a hiccup, not the machine's usual
-EARLY = 50e-6  # seconds: a packet due this soon goes now
-_NLMSG = struct.Struct("=IHHII")
-_NLATTR = struct.Struct("=HH")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for the lab
+from lab import nfqueue
+from lab.nfqueue import Holder, percentile
 
-
-def _message(kind: int, flags: int, seq: int, *attributes: bytes) -> bytes:
-    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, socket.htons(QUEUE)) + b"".join(attributes)
-    subsystem_kind = NFNL_SUBSYS_QUEUE << 8 | kind
-    return _NLMSG.pack(_NLMSG.size + len(body), subsystem_kind, flags, seq, 0) + body
-
-
-def _attribute(kind: int, data: bytes) -> bytes:
-    length = _NLATTR.size + len(data)
-    return _NLATTR.pack(length, kind) + data + bytes(-length % 4)
-
-
-class Queue:
-    """One nfnetlink_queue binding (queue QUEUE, IPv4) in this process's network namespace."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        self.sock.setsockopt(socket.SOL_SOCKET, 33, RECEIVE_BUFFER)  # SO_RCVBUFFORCE (root)
-        self.sock.bind((0, 0))
-        self._configure(
-            _attribute(
-                NFQA_CFG_CMD, struct.pack("=BxH", NFQNL_CFG_CMD_BIND, socket.htons(socket.AF_INET))
-            )
-        )
-        self._configure(_attribute(NFQA_CFG_PARAMS, struct.pack(">IB", 0, NFQNL_COPY_META)))
-        self._configure(_attribute(NFQA_CFG_QUEUE_MAXLEN, struct.pack(">I", QUEUE_MAXLEN)))
-        self.sock.setblocking(False)
-
-    def _configure(self, attribute: bytes) -> None:
-        self.sock.send(_message(NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, 1, attribute))
-        reply = self.sock.recv(4096)
-        _, kind, *_ = _NLMSG.unpack_from(reply)
-        error = struct.unpack_from("=i", reply, _NLMSG.size)[0] if kind == NLMSG_ERROR else 0
-        if error:
-            raise OSError(-error, f"nfnetlink_queue configuration: {os.strerror(-error)}")
-
-    def packet_ids(self) -> list[int]:
-        """Ids of every packet queued since the last call (non-blocking)."""
-        ids = []
-        for _ in range(10_000):  # datagrams waiting; each carries one or more packets
-            try:
-                data = self.sock.recv(1 << 16)
-            except BlockingIOError:
-                break
-            offset = 0
-            while offset + _NLMSG.size <= len(data):  # ends: offset grows by >= 16 per pass
-                length, kind, *_ = _NLMSG.unpack_from(data, offset)
-                if kind == NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET:
-                    ids.append(_packet_id(data, offset + _NLMSG.size + 4, offset + length))
-                offset += max(16, (length + 3) & ~3)
-        return ids
-
-    def release_through(self, packet_id: int) -> None:
-        """NF_ACCEPT for every queued packet whose id is at most `packet_id`."""
-        verdict = _attribute(NFQA_VERDICT_HDR, struct.pack(">II", NF_ACCEPT, packet_id))
-        self.sock.send(_message(NFQNL_MSG_VERDICT_BATCH, NLM_F_REQUEST, 0, verdict))
-
-
-def _packet_id(data: bytes, offset: int, end: int) -> int:
-    while offset + _NLATTR.size <= end:  # ends: offset grows by >= 4 per pass
-        length, kind = _NLATTR.unpack_from(data, offset)
-        if kind & 0x7FFF == NFQA_PACKET_HDR:
-            packet_id: int = struct.unpack_from(">I", data, offset + _NLATTR.size)[0]
-            return packet_id
-        offset += max(4, (length + 3) & ~3)
-    raise ValueError("a queued packet without its header")
-
-
-def _realtime() -> None:
-    """Wake on time although the machine is loaded: FIFO priority, 1 us timer slack."""
-    with contextlib.suppress(OSError):
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0)
-
-
-def hold(delay: float, max_seconds: float) -> None:
-    """Hold every queued packet `delay` seconds from its arrival here, until max_seconds pass,
-    stdin closes or SIGTERM; then release everything. Prints how late releases were."""
-    _realtime()
-    queue = Queue()
-    held: collections.deque[tuple[float, int]] = collections.deque()
-    lateness: list[float] = []
-    stop = time.monotonic() + max_seconds
-    stopping = False
-
-    def on_term(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, on_term)
-    print("holding", flush=True)
-    watched = [queue.sock, sys.stdin]
-    # Waking from select() takes a while on a busy or virtualised machine: wake that much
-    # before a packet is due (learnt as it goes), and release what is due within EARLY.
-    wake_latency = 0.0
-    while not stopping and time.monotonic() < stop:  # ends: time-bounded
-        timer = held[0][0] - wake_latency if held else time.monotonic() + MAX_IDLE_WAIT
-        wait = min(MAX_IDLE_WAIT, max(0.0, timer - time.monotonic()))
-        readable, _, _ = select.select(watched, [], [], wait)
-        now = time.monotonic()
-        if not readable and held:
-            late = min(MAX_WAKE_LATENCY, max(0.0, now - timer))
-            wake_latency += (late - wake_latency) / 16
-        if sys.stdin in readable and not sys.stdin.buffer.read1(1):
-            break  # the benchmark went away
-        held.extend((now + delay, packet_id) for packet_id in queue.packet_ids())
-        last = None
-        while held and held[0][0] <= now + EARLY:
-            due, last = held.popleft()
-            lateness.append(now - due)
-        if last is not None:
-            queue.release_through(last)
-    if held:
-        queue.release_through(held[-1][1])
-    late = sorted(lateness) or [0.0]
-    print(
-        f"released {len(lateness)} packets, late by median {1e6 * statistics.median(late):+.0f}"
-        f" us, p99 {1e6 * percentile(late, 99):+.0f} us, max {1e6 * late[-1]:+.0f} us"
-        f" (after waking {1e6 * wake_latency:.0f} us early)",
-        flush=True,
-    )
-
-
-# --- for the benchmarks ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Holder:
-    report: str = ""  # what the holder said as it stopped: how late its releases were
+__all__ = ["ERROR_HEADERS", "Holder", "delaying", "error_row", "parse_seconds", "ping"]
 
 
 @contextlib.asynccontextmanager
 async def delaying(
     ns: probelab.Namespace, delay: float, max_seconds: float
 ) -> AsyncIterator[Holder]:
-    """Every packet leaving `ns` towards us is held `delay`: the holder runs inside `ns`, then
-    the rule goes in; both go at the end."""
-    argv = [sys.executable, str(SELF), "hold", f"--delay={delay}", f"--max-seconds={max_seconds}"]
-    process = await asyncio.create_subprocess_exec(
-        *ns.command(*argv), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
-    )
-    rule = [
-        "OUTPUT",
-        "-o",
-        ns.veth[1],
-        "-j",
-        "NFQUEUE",
-        "--queue-num",
-        str(QUEUE),
-        "--queue-bypass",
-    ]
-    holder = Holder()
-    assert process.stdin is not None and process.stdout is not None
-    try:
-        ready = await asyncio.wait_for(process.stdout.readline(), probelab.START_SECONDS)
-        if ready.strip() != b"holding":
-            raise RuntimeError(f"the packet holder did not start: {ready!r}")
-        ns.run("iptables", "-A", *rule)
-        try:
-            yield holder
-        finally:
-            ns.run("iptables", "-D", *rule)
-    finally:
-        process.stdin.close()  # the holder releases what it holds and reports
-        with contextlib.suppress(TimeoutError):
-            holder.report = (await asyncio.wait_for(process.stdout.read(), 10)).decode().strip()
-        await probelab.stop_process(process)
+    """Every packet leaving `ns` towards us is held `delay` (the lab's holder, inside `ns`)."""
+    async with nfqueue.delaying(ns, ["-o", ns.veth[1]], delay, max_seconds) as holder:
+        yield holder
 
 
 _RTT = re.compile(r"time=([\d.]+) ms")
@@ -253,11 +64,6 @@ async def ping(address: str, count: int, interval: float) -> list[float]:
     )
     out, _ = await asyncio.wait_for(process.communicate(), count * interval + 30)
     return [float(ms) / 1000 for ms in _RTT.findall(out.decode())]
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
 def error_row(
@@ -312,18 +118,11 @@ async def measure_self(delay: float, count: int, interval: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    holder = sub.add_parser("hold", help="(inside the namespace) hold queued packets")
-    holder.add_argument("--delay", type=float, required=True, help="seconds")
-    holder.add_argument("--max-seconds", type=float, required=True)
     parser.add_argument("--delay", default="50ms", help="e.g. 50ms (default) or 0.05")
     parser.add_argument("--count", type=int, default=500, help="pings per phase")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between pings")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")
     args = parser.parse_args()
-    if args.command == "hold":
-        hold(args.delay, args.max_seconds)
-        return
     if os.geteuid() != 0:
         sys.exit("needs root: network namespaces, iptables and NFQUEUE")
     probelab.require({"iptables": "iptables", "ping": "iputils-ping"}, install=args.install)

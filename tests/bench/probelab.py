@@ -39,13 +39,17 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import harness
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for the lab
+from lab import netns
+from lab.children import START_SECONDS, stop_process
 
 HERE = Path(__file__).parent
 SELF = Path(__file__).resolve()  # run again as the fake Apple's process
@@ -57,7 +61,6 @@ ROOT_SIDE, APPLE_SIDE = "198.18.0.1", "198.18.0.2"  # RFC 2544 benchmarking rang
 NETNS_PREFIX = "cwprobe"
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
 TICK = os.sysconf("SC_CLK_TCK")
-START_SECONDS = 60.0  # for any child to say it is ready
 
 
 def host_names(count: int) -> list[str]:
@@ -100,9 +103,10 @@ def require(tools: dict[str, str], *, install: bool) -> None:
             " (or pass --install as root)"
         )
     print(f"installing {' '.join(packages)} with apt-get", file=sys.stderr)
-    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    apt = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]  # wait for another apt, don't fail
+    subprocess.run([*apt, "update", "-qq"], check=True)
     subprocess.run(
-        ["apt-get", "install", "-y", "-qq", *packages],
+        [*apt, "install", "-y", "-qq", "--no-install-recommends", *packages],
         check=True,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
     )
@@ -149,91 +153,42 @@ def stop_on_signals() -> None:
         signal.signal(signum, handler)
 
 
-async def stop_process(process: asyncio.subprocess.Process, seconds: float = 10.0) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), seconds)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-
-
 # --- network namespace -----------------------------------------------------------------------
 
 
-def _ip(*args: str, check: bool = True) -> None:
-    subprocess.run(["ip", *args], check=check, capture_output=True, timeout=30)
-
-
-def _remove_stale_namespaces() -> None:
-    """Namespaces left by runs that died (their pid is in the name) are deleted."""
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    for match in re.finditer(rf"^{NETNS_PREFIX}(\d+)\b", listed.stdout, re.M):
-        if not Path(f"/proc/{match[1]}").exists():
-            _ip("netns", "delete", match[0], check=False)
-
-
-@dataclass(slots=True)
-class Namespace:
+class Namespace(netns.Namespace):
     """A network namespace joined to this one by a veth pair (ROOT_SIDE <-> APPLE_SIDE)."""
 
-    name: str = field(default_factory=lambda: f"{NETNS_PREFIX}{os.getpid()}")
+    def __init__(self) -> None:
+        super().__init__(f"{NETNS_PREFIX}{os.getpid()}")
 
     @property
     def veth(self) -> tuple[str, str]:
         return f"{self.name[:11]}r", f"{self.name[:11]}a"  # interface names: 15 chars at most
 
-    def command(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def run(self, *argv: str) -> None:
-        subprocess.run(self.command(*argv), check=True, capture_output=True, timeout=30)
-
     def create(self) -> None:
-        _remove_stale_namespaces()
+        netns.remove_stale(NETNS_PREFIX)
+        super().create()
         root, inner = self.veth
-        _ip("netns", "add", self.name)
         try:
-            _ip("link", "add", root, "type", "veth", "peer", "name", inner)
-            _ip("link", "set", inner, "netns", self.name)
-            _ip("addr", "add", f"{ROOT_SIDE}/30", "dev", root)
-            _ip("link", "set", root, "up")
-            self.run("ip", "addr", "add", f"{APPLE_SIDE}/30", "dev", inner)
-            self.run("ip", "link", "set", inner, "up")
-            self.run("ip", "link", "set", "lo", "up")
+            netns.link(None, root, self, inner)
+            netns.ip("addr", "add", f"{ROOT_SIDE}/30", "dev", root)
+            self.ip("addr", "add", f"{APPLE_SIDE}/30", "dev", inner)
         except BaseException:
             self.delete()
             raise
 
     def delete(self) -> None:
-        # Deleting the namespace destroys its end of the pair, its rules, and then our end;
-        # the explicit link delete makes that immediate.
-        _ip("netns", "delete", self.name, check=False)
-        _ip("link", "delete", self.veth[0], check=False)
+        # Deleting the namespace destroys its end of the pair, and then ours; the explicit
+        # link delete makes that immediate.
+        super().delete()
+        netns.ip("link", "delete", self.veth[0], check=False)
 
     def redirect_dns(self, port: int) -> None:
         """Port 53 of APPLE_SIDE answers from `port`, where FakeDNS listens."""
         for proto in ("udp", "tcp"):
-            self.run(
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-p",
-                proto,
-                "-d",
-                APPLE_SIDE,
-                "--dport",
-                "53",
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                str(port),
-            )
+            self.iptables("-t", "nat", "-A", "PREROUTING", "-p", proto, "-d", APPLE_SIDE,
+                          "--dport", "53", "-j", "REDIRECT", "--to-ports", str(port))  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -593,7 +548,6 @@ def main() -> None:
     serve.add_argument("--dir", type=Path, required=True)
     serve.add_argument("--max-seconds", type=float, required=True)
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE.parent))  # tests/, for fakeapple
     asyncio.run(serve_fleet(args.hosts, args.address, args.dir, args.max_seconds))
 
 
