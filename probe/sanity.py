@@ -4,18 +4,39 @@ A DNS filter (Pi-hole and friends) answers blocked names with 0.0.0.0, :: or loo
 rewriting resolver or captive network answers with a private address or someone else's.
 Either way the devices cannot reach Apple, but the fix is in DNS, not in the firewall, so
 these are DNS outcomes and not "refused" or "timeout" from dialling the wrong place.
+
+A hijacked answer says how it differs from Apple's: a courier name answered directly, without
+the CNAME chain into Akamai's push-apple.com.akadns.net that Apple's answers always take, is
+named so, with the address (what a device then gets there is the courier kind's to find out).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Finding = tuple[pb.Outcome.ValueType, str]
+
+
+class Finding(NamedTuple):
+    outcome: pb.Outcome.ValueType
+    detail: str
+    address: str  # the answer that is not usable
+
+
+# Names whose genuine answers always come through a CNAME chain, and where it leads: every
+# courier capture (reference/apns-facts.md section 3) goes N-courier.push.apple.com ->
+# N.courier-push-apple.com.akadns.net -> <pop>-courier.push-apple.com.akadns.net -> A.
+_CHAINED: Final = (
+    (
+        re.compile(r"(?:\d+-)?courier(?:\.sandbox)?\.push\.apple\.com"),
+        "*.push-apple.com.akadns.net",
+    ),
+)
 
 _PRIVATE: Final = tuple(
     ipaddress.ip_network(net)
@@ -40,9 +61,14 @@ def parse_ranges(values: Sequence[str]) -> tuple[Network, ...]:
 
 
 def judge(
-    name: str, addresses: Sequence[str], policy: str, ranges: Sequence[Network]
+    name: str,
+    addresses: Sequence[str],
+    policy: str,
+    ranges: Sequence[Network],
+    chain: Sequence[str] = (),
 ) -> Finding | None:
-    """The outcome and detail for the first unusable address; None when every one is fine.
+    """The finding for the first unusable address; None when every one is fine. `chain`: the
+    CNAME chain the answer came through, to say how a hijacked one differs from Apple's.
 
     One bad address is enough: a device may pick it. An address inside the expected ranges is
     always fine, so a lab can list 127.0.0.0/8 there; 0.0.0.0 and :: never are.
@@ -56,11 +82,26 @@ def judge(
         if address.is_loopback:
             return _sinkhole(name, text)
         if any(address in net for net in _PRIVATE):
-            return pb.OUTCOME_DNS_HIJACK, f"{name} resolved to {text}, a private address"
+            return _hijack(name, text, chain, "a private address")
         if policy == "apple":
-            return pb.OUTCOME_DNS_HIJACK, f"{name} resolved to {text}, outside Apple's ranges"
+            return _hijack(name, text, chain, "outside Apple's ranges")
     return None
 
 
+def _hijack(name: str, address: str, chain: Sequence[str], why: str) -> Finding:
+    expected = next((to for pattern, to in _CHAINED if pattern.fullmatch(name)), None)
+    if chain:
+        detail = f"{name} resolved to {address} via {chain[-1]}, {why}"
+    elif expected:
+        detail = (
+            f"{name} answered {address} directly, without Apple's CNAME chain to {expected} ({why})"
+        )
+    else:
+        detail = f"{name} resolved to {address}, {why}"
+    return Finding(pb.OUTCOME_DNS_HIJACK, detail, address)
+
+
 def _sinkhole(name: str, address: str) -> Finding:
-    return pb.OUTCOME_DNS_SINKHOLE, f"{name} resolved to {address}: blocked by a DNS filter"
+    return Finding(
+        pb.OUTCOME_DNS_SINKHOLE, f"{name} resolved to {address}: blocked by a DNS filter", address
+    )

@@ -1,6 +1,8 @@
-"""Through the site's HTTP proxy with CONNECT: working, refused (403), wanting credentials
-(407, which apsd cannot give), unreachable; TLS findings still apply inside the tunnel."""
+"""Through the site's HTTP proxy: CONNECT for TLS, absolute-form requests for plain HTTP; working,
+refused (403), wanting credentials (407, which apsd cannot give), unreachable; TLS findings still
+apply inside the tunnel, and the origin's own status is not the proxy's."""
 
+import asyncio
 import dataclasses
 
 import pytest
@@ -84,3 +86,75 @@ async def test_inspection_inside_the_tunnel_is_still_named(apple):
     assert r.outcome == pb.OUTCOME_TLS_INTERCEPTED, r.detail
     assert INSPECTION_ORG in r.tls.issuer and r.tls.verified_by == "site"
     assert len(apple.proxy.requests) == 2  # the second look went through the proxy too
+
+
+# A proxy as real ones are set up: CONNECT to the TLS ports only (here the fake's TLS servers).
+@pytest.fixture
+def strict(apple):
+    apple.proxy.connect_ports = {apple.https_port, apple.courier_port, apple.intercepting_port}
+    return apple.proxy
+
+
+def plain(apple, path="/", **fields):
+    return {"host": "captive.apple.com", "port": apple.http_port, "check": "http", "tls": False,
+            "path": path, "via": "proxy", **fields}  # fmt: skip
+
+
+async def test_plain_http_is_asked_of_the_proxy_in_absolute_form(apple, ctx, strict):
+    r = await check(ctx, **plain(apple))
+    assert (r.outcome, r.http.status) == (pb.OUTCOME_OK, 200), r.detail
+    assert strict.requests == [f"http://captive.apple.com:{apple.http_port}/"]  # no CONNECT
+    assert apple.http.requests["/"] == 1
+    assert r.peer_address == apple.host and r.phases.connect > 0 and r.phases.first_byte > 0
+    # HTTPS still goes through a tunnel, which the proxy allows to the TLS port.
+    r = await check(ctx, host="gdmf.apple.com", port=apple.https_port, check="http", via="proxy")
+    assert (r.outcome, strict.requests[-1]) == (pb.OUTCOME_OK, f"gdmf.apple.com:{apple.https_port}")
+
+
+async def test_the_origins_own_status_is_no_proxy_finding(apple, ctx, strict):
+    r = await check(ctx, **plain(apple, "/status/403"))
+    assert (r.outcome, r.http.status) == (pb.OUTCOME_OK, 403), r.detail  # forwarded, with Via
+    r = await check(ctx, **plain(apple, "/status/404", expect_status=(200,)))
+    assert (r.outcome, r.detail) == (pb.OUTCOME_HTTP_BAD_STATUS, "HTTP status 404")
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome", "words"),
+    [
+        (ProxyMode.DENY, pb.OUTCOME_PROXY_DENIED, "refused GET http://captive.apple.com:{port}/: "
+         "403 Forbidden"),
+        (ProxyMode.AUTH, pb.OUTCOME_PROXY_AUTH_REQUIRED, "wants credentials (407)"),
+    ],
+)  # fmt: skip
+async def test_the_proxys_own_refusal_of_plain_http(apple, ctx, strict, mode, outcome, words):
+    strict.mode = mode
+    r = await check(ctx, **plain(apple))
+    assert r.outcome == outcome, r.detail
+    assert words.format(port=apple.http_port) in r.detail and "CONNECT" not in r.detail
+    assert apple.http.requests["/"] == 0 and not r.HasField("http")
+
+
+async def test_connect_to_a_port_the_proxy_does_not_allow_is_denied(apple, ctx, strict):
+    r = await check(ctx, host="silent.apple.com", port=apple.silent_port, check="tcp", via="proxy")
+    assert (r.outcome, r.detail) == (
+        pb.OUTCOME_PROXY_DENIED,
+        f"proxy {apple.host}:{apple.proxy_port} refused CONNECT silent.apple.com:"
+        f"{apple.silent_port}: 403 Forbidden",
+    )
+
+
+async def test_the_fake_proxy_refuses_what_a_real_one_refuses(apple):
+    async def ask(request):
+        reader, writer = await asyncio.open_connection(apple.host, apple.proxy_port)
+        writer.write(request)
+        answer = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        return answer
+
+    assert (await ask(b"GET / HTTP/1.1\r\nHost: captive.apple.com\r\n\r\n")).startswith(
+        b"HTTP/1.1 400"
+    )  # origin form is for servers
+    assert (await ask(b"DELETE http://captive.apple.com/ HTTP/1.1\r\n\r\n")).startswith(
+        b"HTTP/1.1 405"
+    )

@@ -70,9 +70,10 @@ _GROUP_KEYS: Final = (
     "id", "title", "critical", "interval", "timeout", "addresses", "expect_issuer", "endpoints",
 )  # fmt: skip
 _ENDPOINT_KEYS: Final = ("host", "ports", "check", "purpose", "verified")
-# Kind options an endpoint does not write: the group sets expect_issuer, and the numbers of a
-# numbered kind are apple.courier_numbers (which a config may override).
-_NOT_PER_ENDPOINT: Final = frozenset({"expect_issuer", "numbers"})
+# Kind options an endpoint does not write: the numbers of a numbered kind are
+# apple.courier_numbers (which a config may override). expect_issuer is the group's, unless an
+# endpoint served by another company (a CDN) names its own.
+_NOT_PER_ENDPOINT: Final = frozenset({"numbers"})
 
 
 # A group outside the catalog has no schedule of its own (its targets carry theirs): these only
@@ -127,6 +128,7 @@ class _Endpoint:
     ports: tuple[_Port, ...]
     purpose: str
     verified: bool
+    own_issuers: bool = False  # names its own expect_issuer instead of the group's
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +251,8 @@ def _expand(endpoint: _Endpoint, facts: Facts, common: Mapping[str, Any]) -> lis
     out = [Target(endpoint.host, DNS_PORT, "dns", numbers=numbers, **common)]
     for port in endpoint.ports:
         options = {**port.options, "numbers": numbers, **common}
+        if endpoint.own_issuers:
+            options["expect_issuer"] = port.options["expect_issuer"]
         out.append(Target.of(options, host=endpoint.host, port=port.port, check=port.kind.name))
     return out
 
@@ -386,6 +390,7 @@ def _read_endpoint(sec: Section, facts: Facts) -> _Endpoint:
         ports=tuple(ports),
         purpose=sec.string("purpose", pattern=_TEXT, what="a non-empty string"),
         verified=sec.boolean("verified", True),
+        own_issuers=sec.has("expect_issuer"),
     )
 
 

@@ -2,6 +2,9 @@
 
 The request is written by hand on the connection the tcp/tls steps opened, so that each
 phase (DNS, connect, TLS, first byte) is timed on its own, which an HTTP client library hides.
+Through the site's proxy, HTTPS goes through a CONNECT tunnel and plain HTTP is asked of the
+proxy in absolute form, as every client does; a refusal from the proxy itself (407, or an error
+it did not forward) is the proxy's finding, not the endpoint's status.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from courierwatch.probe.checks import steps, tls
 from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.checks.spec import KindSpec, Option, OptionError
 from courierwatch.probe.failures import CheckFailure
+from courierwatch.probe.net import tunnel
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 if TYPE_CHECKING:
     from courierwatch.probe.targets import Target
 
-_STATUS_LINE_LIMIT = 8192
 # What may go on an HTTP/1.1 request line as is: printable ASCII without spaces.
 _PATH: Final = re.compile(r"/[\x21-\x7e]*")
 
@@ -60,35 +63,37 @@ def _plain_takes_no_certificate(
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
+    plain_via_proxy = False
     if over_tls(target.tls, target.port):
         # Only HTTP/1.1 is spoken here, so only it is offered.
         connection = await tls.handshake(target, ctx, result, alpn=("http/1.1",))
+        default_port = 443
     else:
-        connection = await steps.connect(target, ctx, result)
+        # Plain HTTP through a proxy is asked of the proxy in absolute form, never tunnelled.
+        plain_via_proxy = target.via == "proxy"
+        connection = await steps.connect(target, ctx, result, tunnelled=not plain_via_proxy)
+        default_port = 80
+    host = steps.dial_host(target, ctx, result)
+    url = tunnel.absolute_url(host, target.port, target.path) if plain_via_proxy else target.path
     try:
         request = (
-            f"GET {target.path} HTTP/1.1\r\nHost: {target.host}\r\n"
+            f"GET {url} HTTP/1.1\r\nHost: {tunnel.host_header(host, target.port, default_port)}\r\n"
             f"User-Agent: courierwatch/{__version__}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
         )
         started = connection.mark()
         await connection.write(request.encode("ascii"))
         line = await connection.readline()
         result.phases.first_byte = connection.since(started)
+        status, reason = tunnel.parse_status(line)
+        headers = await tunnel.read_headers(connection) if plain_via_proxy else ()
     finally:
         await connection.close()
-    result.http.status = status = _status(line)
+    if plain_via_proxy and tunnel.refused_by_proxy(status, headers):
+        raise tunnel.refusal(steps.proxy_of(ctx), f"GET {url}", status, reason)
+    result.http.status = status
     expected = status in target.expect_status if target.expect_status else status < 500
     if not expected:
         raise CheckFailure(pb.OUTCOME_HTTP_BAD_STATUS, f"HTTP status {status}")
-
-
-def _status(line: bytes) -> int:
-    if not line:
-        raise CheckFailure(pb.OUTCOME_RESET, "connection closed before an HTTP answer")
-    parts = line[:_STATUS_LINE_LIMIT].split(maxsplit=2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-        raise CheckFailure(pb.OUTCOME_PROTOCOL_ERROR, f"not an HTTP answer: {line[:40]!r}")
-    return int(parts[1])
 
 
 # Only HTTP/1.1 is spoken, so only it is offered: no alpn or require_alpn options.

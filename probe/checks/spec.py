@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Collection, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from courierwatch.common.configfile import REQUIRED, Section
 from courierwatch.probe.checks.base import Check
+
+if TYPE_CHECKING:  # targets derives expansion from the specs, so the specs only name its type
+    from courierwatch.probe.targets import Target
 
 # What every target has whatever its kind (config keys), and the Target fields expansion sets:
 # no option may take one of these names.
@@ -66,6 +69,14 @@ class Option:
             self, default=default, default_from=facts, default_text=text, required=False
         )
 
+    def of(self, target: Target) -> Any:
+        """This option of a target of its kind; for a target built by hand (as tests build
+        them), whose options no spec has read, its plain default."""
+        try:
+            return target.option(self.name)
+        except KeyError:
+            return self.default
+
     def default_for(self, facts: Facts) -> Any:
         return self.default if self.default_from is None else self.default_from(facts)
 
@@ -105,7 +116,8 @@ class KindSpec:
     options: tuple[Option, ...] = ()
     default_port: int | None = None  # None: a target must name its port
     per_family: bool = False  # dials an address: runs once per address family of the site
-    via_proxy: bool = False  # also runs through the site's proxy (CONNECT carries TCP only)
+    via_proxy: bool = False  # also runs through the site's proxy (TCP only: CONNECT, or for
+    # plain HTTP a request in absolute form)
     facts: tuple[str, ...] = ()  # the Result fields a run fills in (dotted paths)
     refine: Refine | None = None
 

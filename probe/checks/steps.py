@@ -19,6 +19,7 @@ from courierwatch.probe.rotation import numbered, parse_numbers
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 if TYPE_CHECKING:  # targets derives expansion from the kinds, so the kinds only name its type
+    from courierwatch.probe.net.proxy import ProxySettings
     from courierwatch.probe.targets import Target
 
 # The option of kinds that dial numbered hosts (dial_host).
@@ -32,6 +33,14 @@ NUMBERS: Final = Option(
 # What the steps fill in, for the specs of the kinds built on them.
 RESOLVE_FACTS: Final = ("dialled_host", "addresses", "cname_chain", "pop", "phases.dns")
 CONNECT_FACTS: Final = (*RESOLVE_FACTS, "phases.connect", "peer_address")
+
+
+class UnusableAnswer(CheckFailure):
+    """The resolve step's finding: DNS answered an address a device cannot use (`address`)."""
+
+    def __init__(self, finding: sanity.Finding) -> None:
+        super().__init__(finding.outcome, finding.detail)
+        self.address = finding.address
 
 
 def dial_host(target: Target, ctx: CheckContext, result: pb.Result) -> str:
@@ -61,9 +70,11 @@ async def resolve(
         result.phases.dns = resolution.seconds
     result.cname_chain.extend(resolution.cname_chain)
     result.pop = pop.extract(resolution.cname_chain, ctx.pop_pattern)
-    finding = sanity.judge(name, resolution.addresses, target.addresses, ctx.apple_ranges)
+    finding = sanity.judge(
+        name, resolution.addresses, target.addresses, ctx.apple_ranges, resolution.cname_chain
+    )
     if finding is not None:
-        raise CheckFailure(*finding)
+        raise UnusableAnswer(finding)
     return resolution.addresses
 
 
@@ -74,21 +85,33 @@ async def connect_to(address: str, port: int, result: pb.Result) -> Connection:
     return connection
 
 
-async def connect(target: Target, ctx: CheckContext, result: pb.Result) -> Connection:
+async def connect(
+    target: Target, ctx: CheckContext, result: pb.Result, *, tunnelled: bool = True
+) -> Connection:
     """Resolve, then connect to the first address, as a client without happy eyeballs would;
-    through the proxy, the proxy resolves and connects."""
+    through the proxy, the proxy resolves and connects: a CONNECT tunnel, or with
+    `tunnelled=False` (plain HTTP, asked in absolute form) the connection to the proxy itself."""
     if target.via == "proxy":
-        proxy = ctx.proxy
-        if proxy is None:
-            raise RuntimeError("a target via the proxy, but no proxy is configured")
+        proxy = proxy_of(ctx)
         host = dial_host(target, ctx, result)
         try:
             found = await ctx.resolver.resolve(proxy.host, target.timeout)  # the proxy's own name
         except CheckFailure as failure:
             raise CheckFailure(failure.outcome, f"proxy {proxy.name}: {failure.detail}") from None
+        if not tunnelled:
+            connection = await tunnel.to_proxy(proxy, found.addresses[0], result)
+            result.phases.connect = connection.connect_seconds
+            return connection
         return await tunnel.tunnel(proxy, found.addresses[0], host, target.port, result)
     addresses = await resolve(target, ctx, result)
     return await connect_to(addresses[0], target.port, result)
+
+
+def proxy_of(ctx: CheckContext) -> ProxySettings:
+    """The site's proxy, for a target via it (which only a config with a proxy has)."""
+    if ctx.proxy is None:
+        raise RuntimeError("a target via the proxy, but no proxy is configured")
+    return ctx.proxy
 
 
 async def reconnect(target: Target, ctx: CheckContext, result: pb.Result) -> Connection:

@@ -3,13 +3,17 @@ endpoint's group expects; records TLS facts.
 
 Apple's services refuse SSL inspection, so a re-signed chain is its own finding, named after
 whoever signed it: a chain that verifies only against the site's own CAs, or one that verifies
-against nothing and whose issuer is not the group's expected one (Apple for the couriers), or
-even a verifying one from an unexpected issuer. When verification fails, another handshake that
-accepts any chain reads what the peer presented.
+against nothing and whose issuer is not the group's expected one (every catalog group names
+its own: Apple's CAs, and the public CAs Apple uses where it uses them), or even a verifying one
+from an unexpected issuer. What the peer presented is read from the failed handshake itself,
+whatever the verdict; only where Python hides it does another handshake that accepts any chain
+read it. A broken chain from an expected issuer (expired, unknown root) stays tls_untrusted, a
+wrong name tls_name_mismatch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -22,10 +26,11 @@ from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from courierwatch.common.configfile import to_host, to_str
+from courierwatch.common.results import outcome_label
 from courierwatch.probe.checks import steps
 from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.checks.spec import KindSpec, Option, OptionError
-from courierwatch.probe.failures import HOSTNAME_MISMATCH, CheckFailure
+from courierwatch.probe.failures import HOSTNAME_MISMATCH, CheckFailure, classify
 from courierwatch.probe.net.connection import Connection
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -105,9 +110,11 @@ async def handshake(
             raise _intercepted(f"verified, but issued by '{result.tls.issuer}'", target)
         _require_alpn(target, result.tls.alpn)
     except ssl.SSLCertVerificationError as error:
+        failed = connection.tls_attempt
+        issuers = [] if failed is None else _record(result.tls, failed, "")
         connection.abort()
         if error.verify_code != HOSTNAME_MISMATCH:
-            await _explain(target, ctx, result, offered)
+            await _explain(target, ctx, result, offered, issuers)
         raise
     except BaseException:
         connection.abort()
@@ -116,9 +123,17 @@ async def handshake(
 
 
 async def _explain(
-    target: Target, ctx: CheckContext, result: pb.Result, alpn: tuple[str, ...]
+    target: Target,
+    ctx: CheckContext,
+    result: pb.Result,
+    alpn: tuple[str, ...],
+    issuers: list[str],
 ) -> None:
-    """Raise tls_intercepted if the failing chain is a re-signed one; else return (untrusted)."""
+    """Raise tls_intercepted if the failing chain is a re-signed one; else return (untrusted).
+
+    `issuers`: those of the chain the failed handshake was presented (read before any verdict,
+    so an inspection root the probe does not have is still named); only where Python hid that
+    chain does a second handshake that accepts any chain read it."""
     if ctx.trust.has_site_anchors:
         try:
             await _look(target, ctx, result, ctx.trust.site_verifying(alpn), "site")
@@ -126,9 +141,9 @@ async def _explain(
             pass  # not the site's CA either
         else:
             raise _intercepted(f"re-signed by the site's CA '{result.tls.issuer}'", target)
-    issuers: list[str] = []
-    with contextlib.suppress(*_LOOK_ERRORS):
-        issuers = await _look(target, ctx, result, ctx.trust.inspecting(alpn), "")
+    if not issuers:
+        with contextlib.suppress(*_LOOK_ERRORS):
+            issuers = await _look(target, ctx, result, ctx.trust.inspecting(alpn), "")
     if issuers and not _expected_issuer(target, issuers):
         raise _intercepted(f"presented by '{result.tls.issuer}'", target)
 
@@ -218,8 +233,42 @@ def _presented(tls: ssl.SSLSocket) -> list[bytes]:
         chain = [c if isinstance(c, bytes) else c.public_bytes(_DER) for c in getter() or ()]
         if chain:
             return chain
-    leaf = tls.getpeercert(binary_form=True)
+    try:
+        leaf = tls.getpeercert(binary_form=True)
+    except ValueError:  # a failed handshake: Python shows nothing of it
+        return []
     return [leaf] if leaf else []
+
+
+async def what_answers(
+    target: Target, ctx: CheckContext, address: str, alpn: tuple[str, ...], seconds: float
+) -> str:
+    """What a device that took a bad DNS answer would get at address:port, in words: the
+    connect's failure, or what a TLS handshake there presents (read, never trusted). Only a
+    handshake: no application data is ever sent to such an address. Within `seconds`."""
+    where = f"dialled {address}:{target.port}"
+    connected = False
+    try:
+        async with asyncio.timeout(seconds):
+            connection = await Connection.open(address, target.port)
+            connected = True
+            try:
+                await connection.start_tls(ctx.trust.inspecting(alpn), target.server_name)
+                chain = [_describe(der) for der in _presented(_session(connection))]
+            finally:
+                connection.abort()
+    except (OSError, ssl.SSLError, TimeoutError) as error:
+        outcome, reason = classify(error)
+        if not connected:
+            return f"{where}: {outcome_label(outcome)}"
+        return f"{where}: it takes TCP but gives no TLS handshake ({reason})"
+    if not chain:
+        return f"{where}: it shakes hands without a certificate"
+    leaf = chain[0]
+    presented = f"{where}: it presents '{leaf.subject}' issued by '{leaf.issuer}'"
+    if target.expect_issuer and _expected_issuer(target, [cert.issuer for cert in chain]):
+        return f"{presented}, an issuer Apple uses (is apple.ranges out of date?)"
+    return presented
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:

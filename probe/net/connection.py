@@ -1,4 +1,5 @@
-"""One TCP connection of a check (TLS once started), driven straight on a non-blocking socket.
+"""One TCP connection of a check (TLS once started), driven straight on a non-blocking socket;
+and the one datagram an NTP check waits for, stamped the same way.
 
 A check opens a connection, times a handshake, maybe exchanges a line, and closes it. asyncio's
 streams would give each one a transport, a protocol, a reader and, for TLS, a pure-Python
@@ -51,19 +52,43 @@ async def ready(sock: socket.socket, writable: bool = False) -> float:
     """Wait until the socket is readable (or writable); returns how long it had been so when
     the caller went on: since the data waiting arrived, where the kernel stamped it, else
     since the event loop saw it."""
+    seen_at = await _ready_at(sock, writable)
+    arrived = None if writable else _arrival(sock)
+    return _waited(arrived, seen_at)
+
+
+async def _ready_at(sock: socket.socket, writable: bool) -> float:
+    """Wait until the socket is readable (or writable); when the event loop saw it so."""
     loop = asyncio.get_running_loop()
     seen: asyncio.Future[float] = loop.create_future()
     fd = sock.fileno()
     (loop.add_writer if writable else loop.add_reader)(fd, _note, seen)
     try:
-        seen_at = await seen
+        return await seen
     finally:
         with contextlib.suppress(ValueError, OSError):  # closed meanwhile
             (loop.remove_writer if writable else loop.remove_reader)(fd)
-    arrived = None if writable else _arrival(sock)
+
+
+def _waited(arrived: float | None, seen_at: float) -> float:
     if arrived is not None:
         return max(0.0, time.time() - arrived)
     return time.perf_counter() - seen_at
+
+
+async def datagram(sock: socket.socket, size: int) -> tuple[bytes, float]:
+    """The next datagram on a connected non-blocking UDP socket, and how long it had waited
+    for the probe since the kernel stamped its arrival (`stamp_arrivals`; else since the
+    event loop saw it). An ICMP error the kernel queued (port unreachable) is raised: read at
+    once, never peeked at, since the first look at a socket's error clears it."""
+    for _ in range(_MAX_STEPS):
+        seen_at = await _ready_at(sock, writable=False)
+        try:
+            data, ancillary, _, _ = sock.recvmsg(size, _STAMP_SPACE)
+        except (BlockingIOError, InterruptedError):
+            continue  # readable, yet gone (a bad checksum dropped it): wait again
+        return data, _waited(_stamp(ancillary), seen_at)
+    raise TimeoutError("the socket kept asking to wait")
 
 
 def _arrival(sock: socket.socket) -> float | None:
@@ -76,6 +101,11 @@ def _arrival(sock: socket.socket) -> float | None:
         return None
     finally:
         peeker.detach()
+    return _stamp(ancillary)
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The arrival stamp (wall clock) among a recvmsg's ancillary data, if the kernel set one."""
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
@@ -141,6 +171,12 @@ class Connection:
     def tls(self) -> ssl.SSLSocket | None:
         """The TLS session once start_tls completed its handshake."""
         return self._tls
+
+    @property
+    def tls_attempt(self) -> ssl.SSLSocket | None:
+        """The TLS socket once start_tls began, even if its handshake failed: what the peer
+        presented can still be read from it."""
+        return self._sock if isinstance(self._sock, ssl.SSLSocket) else None
 
     async def start_tls(self, context: ssl.SSLContext, server_hostname: str) -> None:
         """The client handshake, verifying as `context` says; raises what OpenSSL raises,

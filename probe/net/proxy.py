@@ -1,8 +1,11 @@
-"""The site's HTTP proxy, as configured: where checks with via="proxy" send their CONNECT.
+"""The site's HTTP proxy, as configured: where checks with via="proxy" go (CONNECT for TLS,
+absolute-form requests for plain HTTP: courierwatch.probe.net.tunnel).
 
-Only a plain HTTP proxy without credentials is modelled, because that is all apsd can use:
-it does not answer a 407 with credentials (and older systems did not read PAC files), so a
-proxy that demands authentication is a finding, not something to configure around.
+Only a plain HTTP proxy without credentials is modelled, because that is what Apple supports
+for APNs: devices reach it through an HTTP proxy set by hand, by MDM or by a PAC file (Apple's
+article 101555; older text said PAC did not work), but an authenticated proxy and HTTPS
+inspection are not supported, so a proxy that demands credentials is a finding, not something
+to configure around. A PAC file names such a proxy; give the proxy it picks for Apple's hosts.
 """
 
 from __future__ import annotations

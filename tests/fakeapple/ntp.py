@@ -1,18 +1,30 @@
 """FakeNTP: an SNTP server on 127.0.0.1 (UDP) whose clock runs `offset` seconds off ours, and
-that can also stay silent, send a kiss-o'-death, or answer with something that is not NTP."""
+that can also stay silent, send a kiss-o'-death, or answer with something that is not NTP.
+
+It stamps as a real server does: the receive time (T2) is the kernel's stamp on the request's
+arrival (SO_TIMESTAMPNS) and the transmit time (T3) is taken just before the send, so a test
+that keeps the event loop busy delays the answer without making its times wrong. `after_reply`
+runs right after each answer is sent: a test may block the loop there, exactly while the
+answer waits for the client.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
+import socket
 import struct
 import time
-from typing import cast
+from collections.abc import Callable
 
 from ._streams import LOCALHOST, Service
 
 NTP_TO_UNIX = 2_208_988_800
 PACKET = struct.Struct("!BBbbII4sQQQQ")
+SO_TIMESTAMPNS = 35  # and SCM_TIMESTAMPNS; not in Python's socket module
+_TIMESPEC = struct.Struct("@ll")
+_MAX_READS = 100  # datagrams taken per wake-up before the loop gets its turn back
 
 
 class NtpMode(enum.Enum):
@@ -27,33 +39,35 @@ def _stamp(unix: float) -> int:
 
 
 class FakeNTP(Service):
-    """`queries` counts datagrams received; `offset`, `stratum` and `mode` may change mid-test."""
+    """`queries` counts datagrams received; `offset`, `stratum`, `mode` and `after_reply` may
+    change mid-test."""
 
     def __init__(
-        self, offset: float = 2.5, stratum: int = 2, mode: NtpMode = NtpMode.ANSWER
+        self, offset: float = 0.25, stratum: int = 2, mode: NtpMode = NtpMode.ANSWER
     ) -> None:
         self.host = LOCALHOST
         self.offset = offset
         self.stratum = stratum
         self.mode = mode
         self.queries = 0
-        self._transport: asyncio.DatagramTransport | None = None
+        self.after_reply: Callable[[], None] | None = None
+        self._sock: socket.socket | None = None
 
     @property
     def port(self) -> int:
-        if self._transport is None:
+        if self._sock is None:
             raise RuntimeError("FakeNTP is not running")
-        port: int = self._transport.get_extra_info("sockname")[1]
+        port: int = self._sock.getsockname()[1]
         return port
 
-    def reply(self, request: bytes) -> bytes | None:
+    def reply(self, request: bytes, arrived: float) -> bytes | None:
+        """The answer to `request`, which arrived at `arrived` (our clock, Unix seconds)."""
         self.queries += 1
         if self.mode is NtpMode.SILENT or len(request) < PACKET.size:
             return None
         if self.mode is NtpMode.GARBAGE:
             return b"this is not an NTP packet, it only has the length of one......"
         version = (request[0] >> 3) & 7
-        now = time.time() + self.offset
         kiss = self.mode is NtpMode.KISS
         return PACKET.pack(
             (version << 3) | 4,  # leap 0, the client's version, mode 4 (server)
@@ -63,34 +77,56 @@ class FakeNTP(Service):
             0,
             0,
             b"RATE" if kiss else b"FAKE",
-            _stamp(now - 60),
+            _stamp(arrived + self.offset - 60),
             int.from_bytes(request[40:48], "big"),  # originate: the client's transmit time
-            _stamp(now),
-            _stamp(now),
+            _stamp(arrived + self.offset),
+            _stamp(time.time() + self.offset),  # transmit: now, just before the send
         )
 
     async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, 0)
-        )
-        self._transport = transport
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.bind((self.host, 0))
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(_MAX_READS):
+            try:
+                request, ancillary, _, peer = sock.recvmsg(
+                    PACKET.size * 2, socket.CMSG_SPACE(_TIMESPEC.size)
+                )
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # an ICMP error from an earlier answer's client: not ours to handle
+            answer = self.reply(request, _arrival(ancillary))
+            if answer is not None:
+                with contextlib.suppress(OSError):
+                    sock.sendto(answer, peer)
+                if self.after_reply is not None:
+                    self.after_reply()
 
     async def stop(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: FakeNTP) -> None:
-        self._server = server
-        self._transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | bytes, int]) -> None:
-        answer = self._server.reply(data)
-        if answer is not None and self._transport is not None:
-            self._transport.sendto(answer, addr)
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> float:
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return seconds + nanoseconds / 1e9
+    return time.time()
