@@ -65,7 +65,7 @@ class Uplink:
         self._rng = rng or random.Random()
         self.connected = asyncio.Event()
         self._acked_through = 0
-        self._acked = asyncio.Event()
+        self._settled = asyncio.Event()  # an ack came, or unsendable rows were passed over
         self._sent_through = 0
         self._progress_at = 0.0  # loop time of the last acknowledgement (or first send after one)
         self._max_bytes = 0  # 0: no limit announced
@@ -146,20 +146,33 @@ class Uplink:
                     await self._spool.wait_after(sent)
             except TimeoutError:
                 continue
-            batch = self._fit(await self._spool.after(sent, batch_size))
-            if batch:  # empty only when the rows were dropped by a bound meanwhile
-                await call.write(pb.ProbeMessage(batch=pb.ResultBatch(results=batch)))
-                if self._sent_through <= self._acked_through:  # the ack clock starts now
-                    self._progress_at = asyncio.get_running_loop().time()
-                sent = self._sent_through = batch[-1].seq
+            through = self._spool.durable_through
+            batch = await self._spool.after(sent, batch_size)
+            if not batch:  # what was there went meanwhile: dropped by a bound, or quarantined
+                sent = through
+                self._settled.set()
+                continue
+            if self._max_bytes and (size := _encoded_size(batch[0])) > self._max_bytes:
+                # It would be refused on every stream, holding back everything behind it.
+                reason = f"{size} bytes, more than the collector takes ({self._max_bytes})"
+                await self._spool.quarantine(batch[0].seq, reason)
+                sent = batch[0].seq
+                self._settled.set()
+                continue
+            batch = self._fit(batch)
+            await call.write(pb.ProbeMessage(batch=pb.ResultBatch(results=batch)))
+            if self._sent_through <= self._acked_through:  # the ack clock starts now
+                self._progress_at = asyncio.get_running_loop().time()
+            sent = self._sent_through = batch[-1].seq
 
     def _fit(self, batch: list[pb.Result]) -> list[pb.Result]:
-        """The longest prefix of `batch` whose message fits the collector's size limit."""
+        """The longest prefix of `batch` whose message fits the collector's size limit (at
+        least the first result, which the caller has checked fits alone)."""
         if not self._max_bytes:
             return batch
         size = 0
         for count, result in enumerate(batch):
-            size += result.ByteSize() + 8  # field tag and length prefix
+            size += _encoded_size(result)
             if size > self._max_bytes and count:
                 return batch[:count]
         return batch
@@ -185,18 +198,24 @@ class Uplink:
         await self._spool.ack(through_seq)
         self._progress_at = asyncio.get_running_loop().time()
         self._acked_through = max(self._acked_through, through_seq)
-        self._acked.set()
+        self._settled.set()
 
     async def drain(self, through_seq: int, seconds: float) -> bool:
-        """Wait (at most `seconds`) until the collector acknowledged through `through_seq`."""
+        """Wait (at most `seconds`) until the collector acknowledged through `through_seq`, or
+        what was not acknowledged is gone from the spool (quarantined or dropped) and so never
+        will be."""
         try:
             async with asyncio.timeout(seconds):
-                while self._acked_through < through_seq:
-                    self._acked.clear()
-                    await self._acked.wait()
+                while self._acked_through < through_seq and self._spool.holds(through_seq):
+                    self._settled.clear()
+                    await self._settled.wait()
         except TimeoutError:
             return False
         return True
+
+
+def _encoded_size(result: pb.Result) -> int:
+    return result.ByteSize() + 8  # with its field tag and length prefix in the batch
 
 
 def _describe(error: BaseException) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,8 +15,11 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 @contextlib.asynccontextmanager
-async def courierwatch(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`courierwatch ARGS` as a child process; stopped with SIGTERM (then killed) on exit."""
+async def courierwatch(
+    *args: str, env: Mapping[str, str] | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`courierwatch ARGS` as a child process; stopped with SIGTERM (then killed) on exit.
+    `env`: the child's environment (default: this process's)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -24,6 +27,7 @@ async def courierwatch(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     try:
         yield process
