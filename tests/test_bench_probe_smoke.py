@@ -2,8 +2,8 @@
 configuration, asserting it finishes and prints its table. Speed is the benchmarks' business,
 never asserted here.
 
-The accuracy ones need root, iptables, ping and blackbox_exporter: skipped without them, but
-in CI (CI set) as root they install what is missing and run."""
+The accuracy ones need root, ip, iptables, ping and blackbox_exporter: skipped without them, a
+failure under CI, where tests/run has installed them before pytest started."""
 
 import os
 import shutil
@@ -12,12 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from promserver import require
+
+pytestmark = [pytest.mark.integration]
 
 BENCH = Path(__file__).parent / "bench"
 ROOT = os.geteuid() == 0
-IN_CI = bool(os.environ.get("CI"))
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
-TOOLS = ("iptables", "ping", BLACKBOX)
+NAMESPACES = "network namespaces, iptables, NFQUEUE"
 
 
 def run(script: str, *args: str, seconds: float = 100) -> str:
@@ -29,15 +31,9 @@ def run(script: str, *args: str, seconds: float = 100) -> str:
     return done.stdout
 
 
-def needs_root_tools() -> list[str]:
-    """Extra arguments for the root-only benchmarks, or skip."""
-    if not ROOT:
-        pytest.skip("needs root: network namespaces, iptables, NFQUEUE")
-    if all(shutil.which(tool) for tool in TOOLS):
-        return []
-    if not IN_CI:
-        pytest.skip("needs iptables, ping and prometheus-blackbox-exporter (CI installs them)")
-    return ["--install"]
+def require_all(*commands: str) -> None:
+    for command in commands:
+        require(command)
 
 
 @pytest.mark.timeout(120)
@@ -52,18 +48,20 @@ def test_footprint_prints_its_table():
         assert "blackbox_exporter |" in out
 
 
+@pytest.mark.root(reason=NAMESPACES)
 @pytest.mark.timeout(120)
 def test_injector_measures_itself_with_ping():
-    extra = needs_root_tools()
-    out = run("nfqueue_delay.py", "--delay=20ms", "--count=20", "--interval=0.01", *extra)
+    require_all("ip", "iptables", "ping")
+    out = run("nfqueue_delay.py", "--delay=20ms", "--count=20", "--interval=0.01")
     assert "ping RTT |" in out and "holder: released" in out
 
 
+@pytest.mark.root(reason=NAMESPACES)
 @pytest.mark.timeout(180)
 def test_accuracy_prints_its_table():
-    extra = needs_root_tools()
+    require_all("ip", "iptables", "ping", BLACKBOX)
     out = run("probe_accuracy.py", "--hosts=3", "--interval=2", "--warmup=3", "--phase=5",
-              "--delay=20ms", "--ping-interval=0.02", *extra, seconds=170)  # fmt: skip
+              "--delay=20ms", "--ping-interval=0.02", seconds=170)  # fmt: skip
     assert "|error| p99 ms" in out
     assert "courierwatch: tls TLS handshake" in out
     assert "blackbox_exporter: http TLS handshake" in out

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).parent / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -21,6 +23,7 @@ def run(script: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.integration
 def test_ingest_benchmark_prints_its_table():
     out = run("ingest.py", "--probes=3", "--checks=4", "--batch=8", "--warmup=0.5",
               "--seconds=1", "--visible-rate=100", "--markers=8")  # fmt: skip
@@ -28,6 +31,7 @@ def test_ingest_benchmark_prints_its_table():
     assert out.rstrip().splitlines()[-1].startswith("|      3 |")
 
 
+@pytest.mark.integration
 def test_exposition_benchmark_prints_its_table():
     out = run("exposition.py", "--series=300", "--checks=10", "--period=0.5", "--scrapes=1")
     assert "| live series |" in out

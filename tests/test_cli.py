@@ -94,6 +94,7 @@ async def test_check_table_shows_failures_and_exits_1(tmp_path, apple):
     assert max(len(line) for line in out.splitlines()) <= 80
 
 
+@pytest.mark.integration
 async def test_up_prints_the_metrics_url_and_serves_results(tmp_path, apple):
     path = config(tmp_path, apple, [courier(apple)])
     async with courierwatch("up", "--config", path, "--http", "127.0.0.1:0",

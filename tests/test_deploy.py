@@ -89,6 +89,7 @@ def test_the_units_command_line_is_one_courierwatch_accepts(role, tmp_path):
     assert missing in done.stderr and "usage:" not in done.stderr
 
 
+@pytest.mark.integration
 def test_systemd_analyze_verifies_the_units_and_rates_them_safe(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
@@ -117,6 +118,7 @@ def test_systemd_analyze_verifies_the_units_and_rates_them_safe(tmp_path):
     assert security.returncode == 0, security.stdout[-2000:]
 
 
+@pytest.mark.integration
 def test_installer_is_clean_bash():
     subprocess.run(["bash", "-n", str(INSTALLER)], check=True, timeout=30)
     shellcheck = require("shellcheck")

@@ -10,6 +10,8 @@ import yaml
 from fakeapple import COURIER_ALPN, COURIER_SNI
 from processes import courierwatch, key, line_starting, scrape, wait_for_metrics
 
+pytestmark = [pytest.mark.integration]
+
 SITE, PROBE = "e2e-site", "pi-e2e"
 
 

@@ -17,6 +17,8 @@ from courierwatch import pki
 from courierwatch.v1 import courierwatch_pb2 as pb
 from processes import courierwatch, key, line_starting, scrape
 
+pytestmark = [pytest.mark.integration]
+
 SITE = "ams-office"
 
 
