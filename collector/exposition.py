@@ -1,15 +1,18 @@
-"""Renders the collector's state as Prometheus metric families, fresh at every scrape.
+"""Renders the collector's state as Prometheus text format 0.0.4, fresh at every scrape.
 
 Built from the state at each scrape rather than kept in module-level metric objects: a
 series that leaves the state (stale or forgotten) is simply not written, with no bookkeeping.
 
-Two renderers of the same families:
-- Exposition: the text format 0.0.4 written by hand: the families, series, label order and
-  values of prometheus_client's generate_latest() for StateCollector (tests compare them;
-  only numbers from 1e6 are spelled as Python does, not as Go), at a tenth of the cost: it
-  keeps each check's label text from scrape to scrape, and its lines while its latest result
-  is the same object. This is what /metrics should serve (render_chunks()).
-- StateCollector: the families as prometheus_client objects, for a CollectorRegistry.
+FAMILIES is the one table of what /metrics shows: each family's name, type, help, labels and
+how to read its samples from the state. A family reads one kind of row (its Source): a check's
+latest fresh result, a check's count of one outcome, a probe, or the collector itself. The row
+gives the labels that name it (site, probe, target, ...); `read` gives the family's own labels
+and the value. Adding a metric is adding a row to the table (and its line in the README).
+
+Exposition writes the table's lines by hand, five to seven times faster than prometheus_client
+(tests/bench/exposition.py): it keeps each row's label text from scrape to scrape, and a
+check's lines while its latest result is the same object. The tests hold a second renderer of
+the same table through prometheus_client (tests/reference_exposition.py) and compare.
 """
 
 from __future__ import annotations
@@ -17,174 +20,270 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State, check_key, started
+from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State
 from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-CHECK_LABELS = ("site", "probe", "target", "port", "check", "group", "family", "via")
-PROBE_LABELS = ("site", "probe")
+# A family's own label values (in the order of its labels, less those its row gives), and
+# the value: an int is written exactly, a float as repr() writes it.
+Sample = tuple[tuple[str, ...], float]
 PHASES = ("dns", "connect", "tls", "first_byte", "total")
-COURIER_STATES = ("ok", "degraded", "down")
-
-# As written in a line, between group and the labels after it.
-_OUTCOME_LABELS = {number: f'outcome="{outcome_label(number)}",' for number in pb.Outcome.values()}
-_UNKNOWN_OUTCOME = 'outcome="unknown",'
+_INF = math.inf
 
 
 @dataclass(frozen=True, slots=True)
-class Family:
-    name: str  # as prometheus_client names it: a counter's without "_total"
-    exposed: str  # the name of its samples on /metrics
-    counter: bool
-    help: str
+class Source:
+    """What one row of a family is, and the labels that name it."""
+
+    name: str
     labels: tuple[str, ...]
 
+
+# What `read` is given, per source.
+# read(result, started): a check's latest fresh result, and started() of it
+CHECK = Source("check", ("site", "probe", "target", "port", "check", "group", "family", "via"))
+COUNT = Source("count", CHECK.labels)  # read(outcome, count): a check's count of one outcome
+PROBE = Source("probe", ("site", "probe"))  # read(ProbeView)
+COLLECTOR = Source("collector", ())  # read(State)
+Reader = Callable[..., Sequence[Sample]]
+
+
+@dataclass(slots=True)
+class ProbeView:
+    """What a probe family reads: the probe, and what the scrape worked out for it once."""
+
+    state: State
+    probe: Probe
+    couriers: str | None  # courier_state() of its fresh results
+
+
+# How a family's line is made: its labels sorted by name, as runs of the labels its row gives
+# (text each row keeps: a run id) and its own labels between them (a _Slot).
+class _Slot:
+    """One own label of a family at one place in its line; keeps the text of each value seen,
+    for every family with the same label at such a place."""
+
+    __slots__ = ("after", "index", "label", "texts")
+
+    def __init__(self, label: str, index: int, last: bool, texts: dict[str, str]) -> None:
+        self.label, self.index, self.after, self.texts = label, index, "} " if last else ",", texts
+
+    def text(self, value: str) -> str:
+        text = self.texts.get(value)
+        if text is None:
+            if len(self.texts) >= _MAX_TEXTS:  # label values a misbehaving probe invents
+                self.texts.clear()
+            text = self.texts[value] = f'{self.label}="{_escape(value)}"{self.after}'
+        return text
+
+
+_MAX_TEXTS = 4096
+_RUNS: dict[tuple[str, tuple[int, ...], bool], int] = {}  # (source, positions, last): run id
+# By run id: the positions of its labels in the row's, their names, and what follows the run.
+_RUN_LAYOUT: list[tuple[tuple[int, ...], tuple[str, ...], str]] = []
+_SLOT_TEXTS: dict[tuple[str, bool], dict[str, str]] = {}
+
+
+def _steps(family: Family) -> tuple[int | _Slot, ...]:
+    steps: list[int | _Slot] = []
+    run: list[int] = []
+    names = sorted(family.labels)
+    for n, label in enumerate(names):
+        last = n == len(names) - 1
+        if label in family.source.labels:
+            run.append(family.source.labels.index(label))
+            if last or names[n + 1] not in family.source.labels:
+                key = (family.source.name, tuple(run), last)
+                if key not in _RUNS:
+                    _RUNS[key] = len(_RUN_LAYOUT)
+                    names_of = tuple(family.source.labels[i] for i in run)
+                    _RUN_LAYOUT.append((tuple(run), names_of, "} " if last else ","))
+                steps.append(_RUNS[key])
+                run = []
+        else:
+            texts = _SLOT_TEXTS.setdefault((label, last), {})
+            steps.append(_Slot(label, family.own.index(label), last, texts))
+    return tuple(steps)
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Family:
+    name: str  # as exposed: a counter's ends in _total
+    type: str  # "gauge" or "counter"
+    help: str
+    labels: tuple[str, ...]
+    source: Source
+    read: Reader
+    own: tuple[str, ...] = field(init=False)  # the labels `read` gives, in their order
+    opening: str = field(init=False, repr=False)  # of each line: the name and "{"
+    steps: tuple[int | _Slot, ...] = field(init=False, repr=False)  # of each line after it
+
+    def __post_init__(self) -> None:
+        own = tuple(label for label in self.labels if label not in self.source.labels)
+        object.__setattr__(self, "own", own)
+        object.__setattr__(self, "opening", self.name + ("{" if self.labels else " "))
+        object.__setattr__(self, "steps", _steps(self))
+
     def header(self) -> str:
-        kind = "counter" if self.counter else "gauge"
         text = self.help.replace("\\", r"\\").replace("\n", r"\n")
-        return f"# HELP {self.exposed} {text}\n# TYPE {self.exposed} {kind}\n"
-
-    def metric(self) -> GaugeMetricFamily | CounterMetricFamily:
-        kind = CounterMetricFamily if self.counter else GaugeMetricFamily
-        return kind(self.name, self.help, labels=list(self.labels))
+        return f"# HELP {self.name} {text}\n# TYPE {self.name} {self.type}\n"
 
 
-def _gauge(name: str, documentation: str, labels: Sequence[str]) -> Family:
-    return Family(name, name, False, documentation, tuple(labels))
+def _gauge(name: str, help: str, labels: Sequence[str], source: Source,
+           read: Reader) -> Family:  # fmt: skip
+    return Family(name, "gauge", help, tuple(labels), source, read)
 
 
-def _counter(name: str, documentation: str, labels: Sequence[str]) -> Family:
-    return Family(name, f"{name}_total", True, documentation, tuple(labels))
+def _counter(name: str, help: str, labels: Sequence[str], source: Source,
+             read: Reader) -> Family:  # fmt: skip
+    return Family(f"{name}_total", "counter", help, tuple(labels), source, read)
 
 
-_CHECK_POP = (*CHECK_LABELS, "pop")
-SUCCESS = _gauge("courierwatch_check_success",
-                 "1 if the latest run of the check worked, 0 if it failed.", _CHECK_POP)
-OUTCOME = _gauge("courierwatch_check_outcome",
-                 "Always 1; the outcome label names the failure class of the latest run.",
-                 (*_CHECK_POP, "outcome"))
-DURATION = _gauge("courierwatch_check_duration_seconds",
-                  "Duration of each phase of the latest run of the check.", (*_CHECK_POP, "phase"))
-LAST_RUN = _gauge("courierwatch_check_last_run_timestamp_seconds",
-                  "When the latest run of the check started, in Unix time.", CHECK_LABELS)
-NOT_AFTER = _gauge("courierwatch_tls_leaf_not_after_timestamp_seconds",
-                   "Expiry of the leaf certificate the endpoint presented, in Unix time.",
-                   CHECK_LABELS)
-ISSUER = _gauge("courierwatch_tls_issuer_info",
-                "Always 1; who issued the certificate the endpoint presented, and which "
-                "anchors verified it (expected, site, or none).",
-                (*CHECK_LABELS, "issuer", "verified_by"))
-NTP = _gauge("courierwatch_ntp_offset_seconds",
-             "Clock offset of the NTP server against the probe's clock.",
-             ("site", "probe", "target", "family"))
-RESULTS = _counter("courierwatch_check_results", "Results received, by outcome.",
-                   (*CHECK_LABELS, "outcome"))
-COURIER = _gauge("courierwatch_courier_state",
-                 "Always 1; state is ok (5223 works), degraded (only the 443 fallback) "
-                 "or down (no courier reachable).", (*PROBE_LABELS, "state"))
-POP = _gauge("courierwatch_pop_info", "Always 1; the Akamai POP the probe's couriers land on.",
-             (*PROBE_LABELS, "pop"))
-POP_CHANGES = _counter("courierwatch_pop_changes", "Times the courier POP changed.",
-                       PROBE_LABELS)
-POP_CHANGED = _gauge("courierwatch_pop_last_change_timestamp_seconds",
-                     "When the courier POP last changed, in Unix time.", PROBE_LABELS)
-UP = _gauge("courierwatch_probe_up", "1 while the probe has a stream open to this collector.",
-            PROBE_LABELS)
-LAST_SEEN = _gauge("courierwatch_probe_last_seen_timestamp_seconds",
-                   "When the probe was last heard from, in Unix time.", PROBE_LABELS)
-INFO = _gauge("courierwatch_probe_info",
-              "Always 1; software version and configuration digest of the probe.",
-              (*PROBE_LABELS, "version", "config_digest"))
-APPLIED = _counter("courierwatch_probe_results_applied", "Results applied from the probe.",
-                   PROBE_LABELS)
-DUPLICATES = _counter("courierwatch_probe_results_duplicate",
-                      "Results received again (replays) and ignored.", PROBE_LABELS)
-DEPTH = _gauge("courierwatch_probe_spool_depth",
-               "Results in the probe's spool waiting for an acknowledgement.", PROBE_LABELS)
-SPOOL_BYTES = _gauge("courierwatch_probe_spool_bytes", "Size of the probe's spooled results.",
-                     PROBE_LABELS)
-DROPPED = _counter("courierwatch_probe_spool_dropped",
-                   "Results the probe dropped because its spool hit a bound.", PROBE_LABELS)
-LAG = _gauge("courierwatch_probe_loop_lag_seconds",
-             "How late the probe's latest check started against its schedule.", PROBE_LABELS)
-OLDEST = _gauge("courierwatch_probe_oldest_pending_seconds",
-                "Age of the oldest result the probe has not had acknowledged.", PROBE_LABELS)
-REFUSED = _counter("courierwatch_collector_refused",
-                   "Streams or messages the collector refused, by reason.", ("reason",))
-
-# What a check's latest result shows, one string of lines per family: Exposition's cache.
-CHECK_FAMILIES = (SUCCESS, OUTCOME, DURATION, LAST_RUN, NOT_AFTER, ISSUER, NTP)
-# Per probe, from its counters, health and couriers.
-PROBE_FAMILIES = (COURIER, POP, POP_CHANGES, POP_CHANGED, UP, LAST_SEEN, INFO, APPLIED,
-                  DUPLICATES, DEPTH, SPOOL_BYTES, DROPPED, LAG, OLDEST)  # fmt: skip
-FAMILIES = (*CHECK_FAMILIES, RESULTS, *PROBE_FAMILIES, REFUSED)  # the order on /metrics
+def _one(value: float) -> tuple[Sample]:
+    """The one sample of a family with no labels of its own."""
+    return (((), value),)
 
 
-class StateCollector(Collector):
-    def __init__(self, state: State) -> None:
-        self._state = state
-
-    def collect(self) -> Iterator[Metric]:
-        families = {family: family.metric() for family in FAMILIES}
-        (success, outcome, duration, last_run, not_after, issuer, ntp, results, courier, pop,
-         pop_changes, pop_changed, up, last_seen, info, applied, duplicates, depth, spool_bytes,
-         dropped, lag, oldest, refused) = families.values()  # fmt: skip
-        state = self._state
-        for probe in state.probes():
-            who = [probe.site, probe.probe_id]
-            up.add_metric(who, 1.0 if state.is_up(probe) else 0.0)
-            last_seen.add_metric(who, probe.last_seen)
-            info.add_metric([*who, probe.version, probe.config_digest], 1.0)
-            applied.add_metric(who, probe.applied)
-            duplicates.add_metric(who, probe.duplicates)
-            health = probe.health
-            depth.add_metric(who, health.spool_depth)
-            spool_bytes.add_metric(who, health.spool_bytes)
-            dropped.add_metric(who, health.dropped_total)
-            lag.add_metric(who, health.loop_lag_seconds)
-            oldest.add_metric(who, health.oldest_pending_seconds)
-            pop_changes.add_metric(who, probe.pop_changes)
-            if probe.pop_changed_at:
-                pop_changed.add_metric(who, probe.pop_changed_at)
-            for (key, code), count in probe.counts.items():
-                results.add_metric([*_labels(probe, key), outcome_label(code)], count)
-            current = list(state.fresh(probe))
-            couriers = courier_state(current)
-            if couriers is not None:
-                courier.add_metric([*who, couriers], 1.0)
-                if probe.pop:
-                    pop.add_metric([*who, probe.pop], 1.0)
-            for result in current:
-                labels = _labels(probe, check_key(result))
-                with_pop = [*labels, result.pop]
-                success.add_metric(with_pop, 1.0 if result.outcome == pb.OUTCOME_OK else 0.0)
-                outcome.add_metric([*with_pop, outcome_label(result.outcome)], 1.0)
-                last_run.add_metric(labels, started(result))
-                for phase in PHASES:
-                    if result.phases.HasField(phase):
-                        duration.add_metric([*with_pop, phase], getattr(result.phases, phase))
-                if result.tls.HasField("not_after"):
-                    not_after.add_metric(labels, float(result.tls.not_after.seconds))
-                if result.tls.issuer:
-                    issuer.add_metric([*labels, result.tls.issuer, result.tls.verified_by], 1.0)
-                if result.HasField("ntp") and result.outcome == pb.OUTCOME_OK:
-                    ntp.add_metric([*who, result.target, result.address_family],
-                                   result.ntp.offset_seconds)
-        for reason, count in sorted(state.refused.items()):
-            refused.add_metric([reason], count)
-        yield from families.values()
+def _durations(result: pb.Result, _: float) -> list[Sample]:
+    phases, pop = result.phases, result.pop
+    values = (phases.dns, phases.connect, phases.tls, phases.first_byte, phases.total)
+    # An absent phase has no series (rather than a misleading 0); it reads 0, and reading is
+    # cheaper than HasField, which only 0 needs.
+    return [((pop, phase), seconds) for phase, seconds in zip(PHASES, values, strict=True)
+            if seconds or phases.HasField(phase)]  # fmt: skip
 
 
-def _labels(probe: Probe, key: CheckKey) -> list[str]:
+# HasField first: reading an absent message makes an empty one, which costs more.
+def _not_after(result: pb.Result, _: float) -> tuple[Sample, ...]:
+    if result.HasField("tls") and result.tls.HasField("not_after"):
+        return _one(float(result.tls.not_after.seconds))
+    return ()
+
+
+def _issuer(result: pb.Result, _: float) -> tuple[Sample, ...]:
+    if result.HasField("tls") and result.tls.issuer:
+        return (((result.tls.issuer, result.tls.verified_by), 1.0),)
+    return ()
+
+
+def _ntp(result: pb.Result, _: float) -> tuple[Sample, ...]:
+    if result.outcome == pb.OUTCOME_OK and result.HasField("ntp"):
+        return _one(result.ntp.offset_seconds)
+    return ()
+
+
+def _courier(view: ProbeView) -> tuple[Sample, ...]:
+    return (((view.couriers,), 1.0),) if view.couriers is not None else ()
+
+
+def _pop(view: ProbeView) -> tuple[Sample, ...]:
+    pop = view.probe.pop
+    return (((pop,), 1.0),) if view.couriers is not None and pop else ()
+
+
+def _groups(view: ProbeView) -> list[Sample]:
+    return [((g.id, g.title, "true" if g.critical else "false"), 1.0)
+            for g in view.state.groups(view.probe)]  # fmt: skip
+
+
+def _pop_changed(view: ProbeView) -> tuple[Sample, ...]:
+    return _one(view.probe.pop_changed_at) if view.probe.pop_changed_at else ()
+
+
+_CHECK_POP = (*CHECK.labels, "pop")
+_OK = pb.OUTCOME_OK
+_outcome = functools.lru_cache(maxsize=256)(outcome_label)  # a newer probe's may be any number
+# The order of the table is the order on /metrics.
+FAMILIES: tuple[Family, ...] = (
+    _gauge("courierwatch_check_success",
+           "1 if the latest run of the check worked, 0 if it failed.", _CHECK_POP, CHECK,
+           lambda r, _: (((r.pop,), 1.0 if r.outcome == _OK else 0.0),)),
+    _gauge("courierwatch_check_outcome",
+           "Always 1; the outcome label names the failure class of the latest run.",
+           (*_CHECK_POP, "outcome"), CHECK,
+           lambda r, _: (((r.pop, _outcome(r.outcome)), 1.0),)),
+    _gauge("courierwatch_check_duration_seconds",
+           "Duration of each phase of the latest run of the check.", (*_CHECK_POP, "phase"),
+           CHECK, _durations),
+    _gauge("courierwatch_check_last_run_timestamp_seconds",
+           "When the latest run of the check started, in Unix time.", CHECK.labels, CHECK,
+           lambda _, started: _one(started)),
+    _gauge("courierwatch_tls_leaf_not_after_timestamp_seconds",
+           "Expiry of the leaf certificate the endpoint presented, in Unix time.", CHECK.labels,
+           CHECK, _not_after),
+    _gauge("courierwatch_tls_issuer_info",
+           "Always 1; who issued the certificate the endpoint presented, and which anchors "
+           "verified it (expected, site, or none).", (*CHECK.labels, "issuer", "verified_by"),
+           CHECK, _issuer),
+    _gauge("courierwatch_ntp_offset_seconds",
+           "Clock offset of the NTP server against the probe's clock.",
+           ("site", "probe", "target", "family"), CHECK, _ntp),
+    _counter("courierwatch_check_results", "Results received, by outcome.",
+             (*COUNT.labels, "outcome"), COUNT,
+             lambda outcome, count: (((_outcome(outcome),), count),)),
+    _gauge("courierwatch_courier_state",
+           "Always 1; state is ok (5223 works), degraded (only the 443 fallback) or down "
+           "(no courier reachable).", (*PROBE.labels, "state"), PROBE, _courier),
+    _gauge("courierwatch_pop_info", "Always 1; the Akamai POP the probe's couriers land on.",
+           (*PROBE.labels, "pop"), PROBE, _pop),
+    _counter("courierwatch_pop_changes", "Times the courier POP changed.", PROBE.labels, PROBE,
+             lambda v: _one(v.probe.pop_changes)),
+    _gauge("courierwatch_pop_last_change_timestamp_seconds",
+           "When the courier POP last changed, in Unix time.", PROBE.labels, PROBE,
+           _pop_changed),
+    _gauge("courierwatch_probe_up", "1 while the probe has a stream open to this collector.",
+           PROBE.labels, PROBE, lambda v: _one(1.0 if v.state.is_up(v.probe) else 0.0)),
+    _gauge("courierwatch_probe_last_seen_timestamp_seconds",
+           "When the probe was last heard from, in Unix time.", PROBE.labels, PROBE,
+           lambda v: _one(v.probe.last_seen)),
+    _gauge("courierwatch_probe_info",
+           "Always 1; software version and configuration digest of the probe.",
+           (*PROBE.labels, "version", "config_digest"), PROBE,
+           lambda v: (((v.probe.version, v.probe.config_digest), 1.0),)),
+    _gauge("courierwatch_group_info",
+           "Always 1; the title of a service group the probe checks, and whether it is "
+           "critical (an outage stops enrolment, management or push), as its catalog says.",
+           (*PROBE.labels, "group", "title", "critical"), PROBE, _groups),
+    _counter("courierwatch_probe_results_applied", "Results applied from the probe.",
+             PROBE.labels, PROBE, lambda v: _one(v.probe.applied)),
+    _counter("courierwatch_probe_results_duplicate",
+             "Results received again (replays) and ignored.", PROBE.labels, PROBE,
+             lambda v: _one(v.probe.duplicates)),
+    _gauge("courierwatch_probe_spool_depth",
+           "Results in the probe's spool waiting for an acknowledgement.", PROBE.labels, PROBE,
+           lambda v: _one(v.probe.health.spool_depth)),
+    _gauge("courierwatch_probe_spool_bytes", "Size of the probe's spooled results.",
+           PROBE.labels, PROBE, lambda v: _one(v.probe.health.spool_bytes)),
+    _counter("courierwatch_probe_spool_dropped",
+             "Results the probe dropped because its spool hit a bound.", PROBE.labels, PROBE,
+             lambda v: _one(v.probe.health.dropped_total)),
+    _gauge("courierwatch_probe_loop_lag_seconds",
+           "How late the probe's latest check started against its schedule.", PROBE.labels,
+           PROBE, lambda v: _one(v.probe.health.loop_lag_seconds)),
+    _gauge("courierwatch_probe_oldest_pending_seconds",
+           "Age of the oldest result the probe has not had acknowledged.", PROBE.labels, PROBE,
+           lambda v: _one(v.probe.health.oldest_pending_seconds)),
+    _counter("courierwatch_collector_refused",
+             "Streams or messages the collector refused, by reason.", ("reason",), COLLECTOR,
+             lambda state: [((reason,), count) for reason, count in sorted(state.refused.items())]),
+)  # fmt: skip
+CHECK_FAMILIES = tuple(family for family in FAMILIES if family.source is CHECK)
+
+
+def check_labels(probe: Probe, key: CheckKey) -> tuple[str, ...]:
+    """The values of CHECK.labels for one check of a probe."""
     target, port, check, group, family, via = key
-    return [probe.site, probe.probe_id, target, str(port), check, group, family, via]
+    return (probe.site, probe.probe_id, target, str(port), check, group, family, via)
+
+
+def probe_labels(probe: Probe) -> tuple[str, ...]:
+    """The values of PROBE.labels."""
+    return (probe.site, probe.probe_id)
 
 
 class Exposition:
@@ -194,6 +293,8 @@ class Exposition:
     def __init__(self, state: State) -> None:
         self._state = state
         self._checks: dict[ProbeKey, dict[CheckKey, _Check]] = {}
+        self._probes: dict[ProbeKey, _Row] = {}
+        self._collector = _Row(())
 
     def render(self) -> bytes:
         return b"".join(self.render_chunks())
@@ -208,182 +309,118 @@ class Exposition:
 
     def _pieces(self) -> list[str]:
         state = self._state
-        # Entries of checks and probes that left the state go with the old dict.
+        # Entries of checks and probes that left the state go with the old dicts.
         previous, self._checks = self._checks, {}
-        fresh: list[_Pieces] = []  # per fresh check
-        counts: list[str] = []
-        per_probe: dict[Family, list[str]] = {family: [] for family in PROBE_FAMILIES}
+        previous_probes, self._probes = self._probes, {}
+        fresh: list[_Pieces] = []  # per fresh check: its pieces per CHECK_FAMILIES
+        lines: dict[Family, list[str]] = {f: [] for f in FAMILIES if f.source is not CHECK}
+        counts = [family for family in FAMILIES if family.source is COUNT]
+        per_probe = [family for family in FAMILIES if family.source is PROBE]
         for probe in state.probes():
-            who = f'probe="{_escape(probe.probe_id)}",site="{_escape(probe.site)}"'
             known = previous.get(probe.key, {})
-            checks = self._checks[probe.key] = {
-                key: known.get(key) or _Check(who, key) for key in probe.latest
-            }
+            checks = self._checks[probe.key] = {}
+            for key in probe.latest:
+                checks[key] = known.get(key) or _Check(check_labels(probe, key))
             for (key, code), count in probe.counts.items():
-                check = checks.get(key) or _remember(checks, known, who, key)
-                outcome = _OUTCOME_LABELS.get(code, _UNKNOWN_OUTCOME)
-                counts.append(check.line(RESULTS.exposed, _count(count), outcome))
-            current = list(state.current(probe))
-            fresh.extend(checks[key].pieces(result, at) for key, result, at in current)
-            couriers = courier_state([result for _, result, _ in current])
-            _probe_lines(state, probe, who, couriers, per_probe)
+                check = checks.get(key)
+                if check is None:  # counted, but no latest result (after a restart)
+                    check = checks[key] = known.get(key) or _Check(check_labels(probe, key))
+                for family in counts:
+                    _write(family, check, family.read(code, count), lines[family])
+            results = []
+            for key, result, at in state.current(probe):
+                fresh.append(checks[key].pieces(result, at))
+                results.append(result)
+            row = self._probes[probe.key] = previous_probes.get(probe.key) or _Row(
+                probe_labels(probe)
+            )
+            view = ProbeView(state, probe, courier_state(results))
+            for family in per_probe:
+                _write(family, row, family.read(view), lines[family])
+        for family in FAMILIES:
+            if family.source is COLLECTOR:
+                _write(family, self._collector, family.read(state), lines[family])
         pieces: list[str] = []
-        for i, family in enumerate(CHECK_FAMILIES):
+        for family in FAMILIES:
             pieces.append(family.header())
-            pieces.extend(itertools.chain.from_iterable([check[i] for check in fresh]))
-        pieces.append(RESULTS.header())
-        pieces.extend(counts)
-        for family, lines in per_probe.items():
-            pieces.append(family.header())
-            pieces.extend(lines)
-        pieces.append(REFUSED.header())
-        pieces.extend(f'{REFUSED.exposed}{{reason="{_escape(reason)}"}} {_count(count)}\n'
-                      for reason, count in sorted(state.refused.items()))  # fmt: skip
+            if family.source is CHECK:
+                i = _CHECK_INDEX[family]
+                pieces.extend(itertools.chain.from_iterable([check[i] for check in fresh]))
+            else:
+                pieces.extend(lines[family])
         return pieces
 
 
 CHUNK_BYTES = 64 * 1024  # below malloc's mmap threshold: chunks reuse the same memory
-_PIECES_PER_CHUNK = CHUNK_BYTES // 64  # a piece is a line, or the labels or value of one
-
-
-# A check's lines, per CHECK_FAMILIES, as pieces to join: whole lines that seldom change
-# (success, outcome, ...) and, for lines whose value changes with every result (durations,
-# last run), the label text kept from scrape to scrape and the new value.
+_PIECES_PER_CHUNK = CHUNK_BYTES // 40  # a piece is some labels, or the value of a line
+_CHECK_INDEX = {family: i for i, family in enumerate(CHECK_FAMILIES)}
 _Pieces = tuple[Sequence[str], ...]
 
 
-def _remember(checks: dict[CheckKey, _Check], known: dict[CheckKey, _Check], who: str,
-              key: CheckKey) -> _Check:  # fmt: skip
-    """The check's entry from the previous scrape, or a new one; kept for the next."""
-    check = checks[key] = known.get(key) or _Check(who, key)
-    return check
+class _Row:
+    """The labels that name one row (a check, a probe), and the text of its runs."""
+
+    __slots__ = ("labels", "runs")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        self.labels = labels
+        self.runs: list[str | None] = [None] * len(_RUN_LAYOUT)
+
+    def run(self, run_id: int) -> str:
+        text = self.runs[run_id]
+        if text is None:
+            positions, names, after = _RUN_LAYOUT[run_id]
+            pairs = zip(names, positions, strict=True)
+            text = ",".join(f'{name}="{_escape(self.labels[i])}"' for name, i in pairs) + after
+            self.runs[run_id] = text
+        return text
 
 
-class _Check:
-    """One check's label text and what is made of it, kept from scrape to scrape; its
-    pieces are made again only when its latest result is another object."""
+class _Check(_Row):
+    """A check's row, and its pieces from its latest result: made again only when that
+    result is another object."""
 
-    __slots__ = ("_duration", "_issuer", "_last_run", "_not_after", "_pieces", "_pop",
-                 "_verdict", "family", "head", "result", "tail", "target", "via",
-                 "who")  # fmt: skip
+    __slots__ = ("pieces_", "result")
 
-    def __init__(self, who: str, key: CheckKey) -> None:
-        target, port, check, group, family, via = key
-        # Sorted by name: issuer, outcome, phase and pop fall between `head` and `tail`,
-        # verified_by between `tail` and `via`.
-        self.head = f'check="{_escape(check)}",family="{_escape(family)}",group="{_escape(group)}",'
-        self.tail = f'port="{port}",{who},target="{_escape(target)}",'
-        self.via = f'via="{_escape(via)}"'
-        self.who, self.target, self.family = who, target, family  # shared with the key
-        self._last_run = self.line(LAST_RUN.exposed, "")[:-1]  # the line without its value
-        self._pop: str | None = None  # the pop that _duration and _verdict were made for
-        self._duration = ("", "")  # a duration line: [0], the phase, [1], the value
-        self._verdict: tuple[int, tuple[str], tuple[str]] | None = None  # outcome, 2 lines
-        self._not_after: tuple[int, tuple[str]] | None = None  # seconds, line
-        self._issuer: tuple[str, str, tuple[str]] | None = None  # issuer, verified_by, line
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        super().__init__(labels)
         self.result: pb.Result | None = None
-        self._pieces: _Pieces = ()
+        self.pieces_: _Pieces = ()
 
-    def line(self, name: str, value: str, middle: str = "", before_via: str = "") -> str:
-        """`middle` holds the labels sorted between group and port."""
-        return f"{name}{{{self.head}{middle}{self.tail}{before_via}{self.via}}} {value}\n"
-
-    def pieces(self, result: pb.Result, started_at: float) -> _Pieces:
-        """The same as last time if `result` is."""
-        if result is self.result:
-            return self._pieces
-        code, pop = result.outcome, result.pop
-        if pop != self._pop:
-            pop_label = f'pop="{_escape_repeated(pop)}",'
-            self._duration = (f'{DURATION.exposed}{{{self.head}phase="',
-                              f'",{pop_label}{self.tail}{self.via}}} ')  # fmt: skip
-            self._pop, self._verdict = pop, None
-        if self._verdict is None or self._verdict[0] != code:
-            pop_label = f'pop="{_escape_repeated(pop)}",'
-            ok = "1.0" if code == pb.OUTCOME_OK else "0.0"
-            outcome = _OUTCOME_LABELS.get(code, _UNKNOWN_OUTCOME) + pop_label
-            self._verdict = (code, (self.line(SUCCESS.exposed, ok, pop_label),),
-                             (self.line(OUTCOME.exposed, "1.0", outcome),))  # fmt: skip
-        phases = result.phases
-        values = (phases.dns, phases.connect, phases.tls, phases.first_byte, phases.total)
-        before, after = self._duration
-        durations: list[str] = []
-        for phase, seconds in zip(PHASES, values, strict=True):
-            # An absent phase reads 0: reading is cheaper than HasField, which only 0 needs.
-            if seconds or phases.HasField(phase):
-                value = f"{seconds!r}\n" if -_INF < seconds < _INF else f"{_number(seconds)}\n"
-                durations += (before, phase, after, value)
-        not_after: tuple[str, ...] = ()
-        issuer: tuple[str, ...] = ()
-        ntp: tuple[str, ...] = ()
-        if result.HasField("tls"):
-            tls = result.tls
-            if tls.HasField("not_after"):
-                not_after = self._not_after_line(tls.not_after.seconds)
-            if tls.issuer:
-                issuer = self._issuer_line(tls.issuer, tls.verified_by)
-        if code == pb.OUTCOME_OK and result.HasField("ntp"):
-            ntp = (f'{NTP.exposed}{{family="{_escape(self.family)}",{self.who},'
-                   f'target="{_escape(self.target)}"}} '
-                   f"{_number(result.ntp.offset_seconds)}\n",)  # fmt: skip
-        last_run = (self._last_run, f"{_number(started_at)}\n")
-        self.result = result
-        self._pieces = (self._verdict[1], self._verdict[2], durations, last_run, not_after,
-                        issuer, ntp)  # fmt: skip
-        return self._pieces
-
-    def _not_after_line(self, seconds: int) -> tuple[str]:
-        if self._not_after is None or self._not_after[0] != seconds:
-            line = self.line(NOT_AFTER.exposed, _number(float(seconds)))
-            self._not_after = (seconds, (line,))
-        return self._not_after[1]
-
-    def _issuer_line(self, issuer: str, verified_by: str) -> tuple[str]:
-        if self._issuer is None or self._issuer[:2] != (issuer, verified_by):
-            line = self.line(ISSUER.exposed, "1.0", f'issuer="{_escape_repeated(issuer)}",',
-                             f'verified_by="{_escape_repeated(verified_by)}",')  # fmt: skip
-            self._issuer = (issuer, verified_by, (line,))
-        return self._issuer[2]
+    def pieces(self, result: pb.Result, started: float) -> _Pieces:
+        if result is not self.result:
+            made: list[Sequence[str]] = []
+            for family in CHECK_FAMILIES:
+                samples = family.read(result, started)
+                if samples:
+                    out: list[str] = []
+                    _write(family, self, samples, out)
+                    made.append(out)
+                else:
+                    made.append(())
+            self.result, self.pieces_ = result, tuple(made)
+        return self.pieces_
 
 
-def _probe_lines(state: State, probe: Probe, who: str, couriers: str | None,
-                 out: dict[Family, list[str]]) -> None:  # fmt: skip
-    """A probe's series, each appended to its family's lines."""
-
-    def add(family: Family, value: str, before: str = "", after: str = "") -> None:
-        out[family].append(f"{family.exposed}{{{before}{who}{after}}} {value}\n")
-
-    if couriers is not None:
-        add(COURIER, "1.0", after=f',state="{couriers}"')
-        if probe.pop:
-            add(POP, "1.0", before=f'pop="{_escape(probe.pop)}",')
-    add(POP_CHANGES, _count(probe.pop_changes))
-    if probe.pop_changed_at:
-        add(POP_CHANGED, _number(probe.pop_changed_at))
-    add(UP, "1.0" if state.is_up(probe) else "0.0")
-    add(LAST_SEEN, _number(probe.last_seen))
-    add(INFO, "1.0", before=f'config_digest="{_escape(probe.config_digest)}",',
-        after=f',version="{_escape(probe.version)}"')  # fmt: skip
-    add(APPLIED, _count(probe.applied))
-    add(DUPLICATES, _count(probe.duplicates))
-    health = probe.health
-    add(DEPTH, _count(health.spool_depth))
-    add(SPOOL_BYTES, _count(health.spool_bytes))
-    add(DROPPED, _count(health.dropped_total))
-    add(LAG, _number(health.loop_lag_seconds))
-    add(OLDEST, _number(health.oldest_pending_seconds))
+def _write(family: Family, row: _Row, samples: Sequence[Sample], out: list[str]) -> None:
+    """Appends the pieces of each sample's line to `out`."""
+    opening, steps, runs = family.opening, family.steps, row.runs
+    for own, value in samples:
+        out.append(opening)
+        for step in steps:
+            if step.__class__ is int:
+                out.append(runs[step] or row.run(step))  # type: ignore[index]
+            else:
+                out.append(step.text(own[step.index]))  # type: ignore[union-attr]
+        if value.__class__ is float and -_INF < value < _INF:
+            out.append(f"{value!r}\n")
+        else:
+            out.append(f"{_count(value) if value.__class__ is int else _number(value)}\n")
 
 
 def _escape(value: str) -> str:
     """A label value as the text format writes it."""
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-# Label values that results bring (pop, issuer) repeat across checks: escape each once.
-_escape_repeated = functools.lru_cache(maxsize=1024)(_escape)
-
-
-_INF = math.inf
 
 
 def _number(value: float) -> str:

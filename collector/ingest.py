@@ -125,7 +125,11 @@ class Ingest:
         if not hello.site or not hello.probe_id:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello",
                           "Hello needs site and probe_id")  # fmt: skip
-        self._check_labels(hello.site, hello.probe_id, hello.software_version)
+        self._check_labels(hello.site, hello.probe_id, hello.software_version,
+                           *(g.id for g in hello.groups), *(g.title for g in hello.groups))
+        if not hello.groups:
+            log.warning("probe %s/%s sent no group facts (an older version): every group it "
+                        "reports counts as critical", hello.site, hello.probe_id)
         return hello
 
     def _parse(self, raw: bytes) -> pb.ProbeMessage:

@@ -27,6 +27,21 @@ CheckKey = tuple[str, int, str, str, str, str]
 CountKey = tuple[CheckKey, int]  # (check, outcome)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupFacts:
+    """What the probe's catalog says of one service group (the catalog is their one owner)."""
+
+    id: str
+    title: str
+    critical: bool
+
+
+def undescribed(group_id: str) -> GroupFacts:
+    """A group the probe sent no facts for (an older probe): critical, titled by its id, as the
+    catalog treats a group it does not know. Loud rather than silent: its alerts page."""
+    return GroupFacts(group_id, group_id, True)
+
+
 @dataclass(slots=True)
 class Probe:
     site: str
@@ -46,6 +61,7 @@ class Probe:
     pop: str = ""  # where the probe's couriers land now
     pop_changes: int = 0
     pop_changed_at: float = 0.0
+    groups: dict[str, GroupFacts] = field(default_factory=dict)  # from its Hello, by id
 
     @property
     def key(self) -> ProbeKey:
@@ -100,6 +116,7 @@ class State:
             probe = self._probes[key] = Probe(hello.site, hello.probe_id)
         probe.version = hello.software_version
         probe.config_digest = hello.config_digest
+        probe.groups = {g.id: GroupFacts(g.id, g.title or g.id, g.critical) for g in hello.groups}
         probe.streams += 1
         probe.last_seen = self.clock()
         return probe
@@ -171,6 +188,16 @@ class State:
         for key in gone:
             del self._probes[key]
         return gone
+
+    def groups(self, probe: Probe) -> list[GroupFacts]:
+        """The facts of every group the probe said it checks, then of each group its results
+        show that it did not describe (undescribed())."""
+        told = probe.groups
+        seen = dict.fromkeys(key[3] for key in probe.latest)
+        return [*told.values(), *(undescribed(g) for g in seen if g not in told)]
+
+    def group_facts(self, probe: Probe, group_id: str) -> GroupFacts:
+        return probe.groups.get(group_id) or undescribed(group_id)
 
     def is_up(self, probe: Probe) -> bool:
         return probe.streams > 0

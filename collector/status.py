@@ -23,10 +23,6 @@ from courierwatch.collector.state import Probe, State
 from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-# Apple devices cannot be set up or managed without these: their failures are listed first.
-CRITICAL_GROUPS = frozenset(
-    {"push", "push_provider", "device_setup", "device_management", "certificate_validation"}
-)
 COURIER_PORTS = (5223, 443)  # the primary port, then Apple's fallback
 MAX_FINDINGS = 8  # per probe; the page says how many more there are
 # Worst first. "probe down" is not a courier state: it says nothing about Apple.
@@ -63,7 +59,12 @@ def _site_state(probes: Sequence[dict[str, Any]]) -> str:
 def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
     results = list(state.fresh(probe))
     up = state.is_up(probe)
-    failing = sorted((r for r in results if r.outcome != pb.OUTCOME_OK), key=_severity)
+    # Couriers first, then the groups the probe's catalog calls critical.
+    def severity(result: pb.Result) -> tuple[bool, bool, str, str, int]:
+        critical = state.group_facts(probe, result.group).critical
+        return (result.check != "courier", not critical, result.group, result.target, result.port)
+
+    failing = sorted((r for r in results if r.outcome != pb.OUTCOME_OK), key=severity)
     return {
         "probe": probe.probe_id,
         "up": up,
@@ -75,7 +76,8 @@ def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
         "spool_depth": probe.health.spool_depth,
         "checks": len(results),
         "failing": len(failing),
-        "findings": [_finding(r) for r in failing[:MAX_FINDINGS]],
+        "findings": [_finding(r, state.group_facts(probe, r.group).critical)
+                     for r in failing[:MAX_FINDINGS]],
     }
 
 
@@ -93,16 +95,10 @@ def _port_status(results: Sequence[pb.Result], port: int) -> str:
     return outcome_label(Counter(outcomes).most_common(1)[0][0])
 
 
-def _severity(result: pb.Result) -> tuple[bool, bool, str, str, int]:
-    """Couriers first, then the groups devices cannot be managed without."""
-    courier = result.check == "courier"
-    critical = result.group in CRITICAL_GROUPS
-    return (not courier, not critical, result.group, result.target, result.port)
-
-
-def _finding(result: pb.Result) -> dict[str, Any]:
+def _finding(result: pb.Result, critical: bool) -> dict[str, Any]:
     return {
         "group": result.group,
+        "critical": critical,
         "target": result.target,
         "port": result.port,
         "check": result.check,

@@ -4,6 +4,7 @@ status page (/ and /api/status) for people."""
 from __future__ import annotations
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 # 0.0.4: the text format every Prometheus reads, Debian's 2.42 included.
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -15,6 +16,10 @@ from courierwatch.collector.state import State
 
 def build_app(state: State) -> web.Application:
     exposition = Exposition(state)  # keeps what it rendered, for the next scrape
+    # The collector process's own health (process_cpu_seconds_total, ..._resident_memory_bytes,
+    # ..._open_fds): its own registry, read from /proc at each scrape.
+    process = CollectorRegistry()
+    ProcessCollector(registry=process)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         chunks = exposition.render_chunks()  # renders now, before anything is sent
@@ -22,6 +27,7 @@ def build_app(state: State) -> web.Application:
         await response.prepare(request)
         for chunk in chunks:
             await response.write(chunk)
+        await response.write(generate_latest(process))
         await response.write_eof()
         return response
 

@@ -38,6 +38,18 @@ def channel_credentials(transport: TransportConfig) -> grpc.ChannelCredentials |
     )
 
 
+def hello(config: ProbeConfig) -> pb.Hello:
+    """Who this probe is, and the facts of every group it checks (the collector, its status
+    page and the alert rules read criticality from them, not from lists of their own)."""
+    return pb.Hello(
+        probe_id=config.probe_id,
+        site=config.site,
+        software_version=__version__,
+        config_digest=config.digest,
+        groups=[pb.GroupInfo(id=g.id, title=g.title, critical=g.critical) for g in config.groups],
+    )
+
+
 async def run_probe(config: ProbeConfig, stop: asyncio.Event) -> None:
     if config.transport.insecure:
         log.warning("insecure mode: results go to the collector in plaintext, unauthenticated")
@@ -64,13 +76,8 @@ async def run_probe(config: ProbeConfig, stop: asyncio.Event) -> None:
             oldest_pending_seconds=stats.oldest_age,
         )
 
-    hello = pb.Hello(
-        probe_id=config.probe_id,
-        site=config.site,
-        software_version=__version__,
-        config_digest=config.digest,
-    )
-    uplink = Uplink(config.collectors, spool, hello, channel_credentials(config.transport), health)
+    credentials = channel_credentials(config.transport)
+    uplink = Uplink(config.collectors, spool, hello(config), credentials, health)
     log.info(
         "probe %s at site %s on %s: %d checks, collectors %s, spool %s",
         config.probe_id, config.site, socket.gethostname(), len(config.targets),

@@ -7,6 +7,7 @@ import re
 
 import yaml
 
+from courierwatch.probe import catalog
 from courierwatch.probe.oneshot import readiness, report
 from courierwatch.probe.oneshot.run import check_once
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -68,7 +69,8 @@ async def test_5223_blocked_with_443_open_is_degraded(apple):
     # The fake cannot listen on 5223 and 443; the results are real, only their labels say
     # which of the two ports each stood for.
     blocked.port, fallback.port = 5223, 443
-    assessed = readiness.assess([blocked, fallback], site="ams", probe="pi", elapsed=0.2)
+    assessed = readiness.assess([blocked, fallback], site="ams", probe="pi", elapsed=0.2,
+                                groups=catalog.describe(["push"]))
     assert (assessed.push.state, assessed.push.summary) == (
         "degraded",
         "5223 blocked, 443 fallback only",
@@ -242,7 +244,7 @@ def test_one_fix_for_many_hosts_is_one_todo():
 
 
 def test_readiness_is_stable_without_results():
-    assessed = readiness.assess([], site="s", probe="p")
+    assessed = readiness.assess([], site="s", probe="p", groups=())
     assert assessed.ready and assessed.push.state == "unknown"
     assert report.readiness_text(assessed).splitlines()[-1] == "0 checks, 0 ok, 0 failed"
     assert dataclasses.asdict(assessed.push)["pops"] == ()

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 
+import pytest
 import yaml
 from promserver import ROOT, dashboard_queries, grafana_build, require
 
@@ -79,6 +80,7 @@ def test_dashboards_offer_site_and_pop_variables():
     assert "site" in variables["courierwatch-capacity"]
 
 
+@pytest.mark.integration
 def test_every_query_parses_in_promtool(tmp_path):
     """Each query, its variables filled in, as a recording rule: `promtool check rules`
     parses all of them with Prometheus' own parser."""

@@ -133,6 +133,23 @@ async def test_unknown_outcome_number_is_labelled_unknown(metrics_text):
     assert value(metrics_text, "courierwatch_check_outcome", **labels) == 1
 
 
+async def test_the_collector_process_health_series(metrics_text):
+    names = {s.name for family in text_string_to_metric_families(metrics_text)
+             for s in family.samples}  # fmt: skip
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+            "process_start_time_seconds"} <= names  # fmt: skip
+    assert value(metrics_text, "process_resident_memory_bytes") > 0
+    assert value(metrics_text, "process_open_fds") >= 1
+
+
+async def test_group_facts_series(metrics_text):
+    # The sample's probe sent no group facts (an older probe): each group of its results is
+    # critical, titled by its id.
+    labels = dict(site="ams", probe="pi-1", group="device_management", title="device_management",
+                  critical="true")  # fmt: skip
+    assert value(metrics_text, "courierwatch_group_info", **labels) == 1
+
+
 async def test_probe_health_series(metrics_text):
     assert value(metrics_text, "courierwatch_probe_up", site="ams", probe="pi-1") == 1
     assert value(metrics_text, "courierwatch_probe_up", site="nyc", probe="pi-9") == 0
@@ -153,6 +170,7 @@ async def test_probe_health_series(metrics_text):
     )
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(
     shutil.which("promtool") is None and not os.environ.get("CI"),
     reason="promtool comes with Debian's prometheus package (tests/run installs it as root)",

@@ -1,16 +1,18 @@
 """Exposition.render(), the hand-written text format /metrics serves, against prometheus_client's
-rendering of the same state (StateCollector): the same families, series and values."""
+rendering of the same table and state (reference_exposition): the same families, series and
+values; and byte for byte against golden files (tests/data/*.golden.txt)."""
 
 import math
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from reference_exposition import render as reference
 
-from courierwatch.collector.exposition import Exposition, StateCollector
+from courierwatch.collector.exposition import Exposition
 from courierwatch.collector.state import State
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -69,12 +71,6 @@ def families(text):
          [(s.name, s.labels, s.value) for s in f.samples])
         for f in text_string_to_metric_families(text.decode())
     ]  # fmt: skip
-
-
-def reference(state):
-    registry = CollectorRegistry()
-    registry.register(StateCollector(state))
-    return generate_latest(registry)
 
 
 def test_the_same_families_series_and_values_as_prometheus_client():
@@ -137,6 +133,7 @@ def test_numbers_read_back_as_the_same_floats():
     assert by_phase["total"] == 1e-9
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(
     shutil.which("promtool") is None and not os.environ.get("CI"),
     reason="promtool comes with Debian's prometheus package (tests/run installs it as root)",
@@ -147,3 +144,77 @@ def test_promtool_accepts_it_without_warnings():
                           timeout=30)  # fmt: skip
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert lint.stdout.strip() == b"" and lint.stderr.strip() == b"", lint.stdout + lint.stderr
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def golden_state(clock):
+    """A fixed state with a series in every family: TLS facts, NTP, POPs and a POP change,
+    the proxy path, both address families, probe health, group facts and refusals."""
+    state = State(clock=clock)
+    hello = pb.Hello(site="ams", probe_id="pi-1", software_version="2.0", config_digest="d2")
+    hello.groups.add(id="push", title="Push notifications (APNs)", critical=True)
+    hello.groups.add(id="icloud", title="iCloud", critical=False)
+    hello.groups.add(id="mdm_vendor", title="mdm_vendor", critical=True)
+    probe = state.connect(hello)
+    batch = []
+    for seq, (family, port, pop) in enumerate(
+        [("ipv4", 5223, "eu-central"), ("ipv6", 5223, "eu-central"), ("ipv4", 443, "eu-central")],
+        1,
+    ):
+        courier = result(seq, "1-courier.push.apple.com", port, "courier", "push",
+                         address_family=family, via="direct", pop=pop)  # fmt: skip
+        courier.phases.dns, courier.phases.connect, courier.phases.total = 0.001, 0.012, 0.02
+        batch.append(courier)
+    proxied = result(4, "1-courier.push.apple.com", 443, "courier", "push",
+                     pb.OUTCOME_PROXY_AUTH_REQUIRED, address_family="ipv4",
+                     via="proxy")  # fmt: skip
+    proxied.phases.connect = 0.004
+    tls = result(5, "gdmf.apple.com", 443, "tls", "device_management", pb.OUTCOME_TLS_INTERCEPTED,
+                 address_family="ipv4", via="direct")  # fmt: skip
+    tls.phases.dns, tls.phases.connect, tls.phases.tls = 0.002, 0.01, 0.03
+    tls.tls.not_after.FromSeconds(1_800_000_000)
+    tls.tls.issuer, tls.tls.verified_by = "CN=Corp Inspection CA", "site"
+    ntp = result(6, "time.apple.com", 123, "ntp", "ntp", address_family="ipv6", via="direct")
+    ntp.ntp.offset_seconds, ntp.phases.first_byte = 0.0125, 0.008
+    icloud = result(7, "www.icloud.com", 443, "http", "icloud", pb.OUTCOME_HTTP_BAD_STATUS,
+                    address_family="ipv4", via="direct")  # fmt: skip
+    vendor = result(8, "mdm.vendor.example", 443, "tcp", "mdm_vendor", pb.OUTCOME_REFUSED,
+                    address_family="ipv4", via="direct")  # fmt: skip
+    vendor.phases.connect = 0.0005
+    state.apply(probe, [*batch, proxied, tls, ntp, icloud, vendor])
+    clock.now += 10
+    moved = result(9, "1-courier.push.apple.com", 5223, "courier", "push", address_family="ipv4",
+                   via="direct", pop="eu-north")  # fmt: skip
+    moved.started_at.FromSeconds(int(clock.now) - 1)
+    moved.phases.connect = 0.015
+    state.apply(probe, [moved, batch[0]])  # a replay: counted as a duplicate
+    state.report_health(probe, pb.Health(spool_depth=12, spool_bytes=4096, dropped_total=3,
+                                         loop_lag_seconds=0.125,
+                                         oldest_pending_seconds=2.5))  # fmt: skip
+    # An older probe, with no group facts in its Hello, down now.
+    old = state.connect(pb.Hello(site="ber", probe_id="pi-2", software_version="1.9",
+                                 config_digest="d1"))  # fmt: skip
+    state.apply(old, [result(1, "courier.push.apple.com", 5223, "courier", "push",
+                             pb.OUTCOME_TIMEOUT, address_family="ipv4", via="direct")])  # fmt: skip
+    state.disconnect(old)
+    state.refused["unauthorized_site"] += 1
+    state.refused["oversized"] += 4
+    return state
+
+
+@pytest.mark.parametrize(("build", "name"), [
+    ("golden_state", "metrics.golden.txt"),
+    ("rich_state", "metrics-escaped.golden.txt"),
+])  # fmt: skip
+def test_the_text_is_byte_identical_to_the_golden_file(build, name):
+    """/metrics of a fixed state, byte for byte. After a deliberate change to the exposition,
+    write the files anew with COURIERWATCH_WRITE_GOLDEN=1 and review their diff."""
+    make = globals()[build]
+    text = Exposition(make(Clock())).render()
+    golden = DATA / name
+    if os.environ.get("COURIERWATCH_WRITE_GOLDEN"):
+        golden.write_bytes(text)
+    assert text == golden.read_bytes()
+    assert families(text) == families(reference(make(Clock())))

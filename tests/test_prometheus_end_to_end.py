@@ -4,7 +4,6 @@ One site reaches the couriers on 5223 and 443 (but its resolver does not know th
 update catalog); the other's couriers are refused. The
 courier-lost alert fires for that site only, and every dashboard query returns data."""
 
-import os
 import random
 import sys
 
@@ -15,10 +14,10 @@ from promserver import fast_rules, prometheus
 from fakeapple import COURIER_ALPN, COURIER_POP, COURIER_SNI, FakeDNS, TLSServer
 from processes import courierwatch, line_starting
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 and not os.environ.get("CI"),
-    reason="couriers listen on their real ports, 443 needs root",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.root(reason="couriers listen on their real ports, 443 needs root"),
+]
 
 
 def probe_config(tmp_path, site, dns, apple, collector) -> str:

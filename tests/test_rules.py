@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 
+import pytest
 import yaml
 from aiohttp import web
 from promserver import (
@@ -51,6 +52,7 @@ def rule_tests() -> list[dict]:
     ]
 
 
+@pytest.mark.integration
 def test_promtool_accepts_the_rules_and_the_scrape_config():
     promtool = require("promtool")
     run(promtool, "check", "rules", *map(str, RULES))
@@ -58,6 +60,7 @@ def test_promtool_accepts_the_rules_and_the_scrape_config():
     assert f"{len(RULES)} rule files found" in out
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_pass():
     promtool = require("promtool")
     assert RULE_TESTS
@@ -120,6 +123,7 @@ def test_inhibit_rules_name_real_alerts_that_carry_the_equal_labels():
                     assert not missing, f"{name} fires without {missing}"
 
 
+@pytest.mark.integration
 def test_amtool_accepts_the_alertmanager_config_and_routes_by_severity():
     amtool = require("amtool")
     run(amtool, "check-config", str(ALERTMANAGER))
@@ -129,6 +133,7 @@ def test_amtool_accepts_the_alertmanager_config_and_routes_by_severity():
         assert out.split()[0] == receiver
 
 
+@pytest.mark.integration
 async def test_alertmanager_inhibits_a_pop_s_sites_during_a_pop_incident(tmp_path):
     # The shipped config, with its receivers pointed at a closed port on loopback.
     config = yaml.safe_load(ALERTMANAGER.read_text())
@@ -210,6 +215,9 @@ def exposition(now: float) -> str:
         add("courierwatch_pop_changes_total", 1, **probe)
         add("courierwatch_pop_last_change_timestamp_seconds", now - 3600, **probe)
         add("courierwatch_courier_state", 1, **probe, state="ok" if ok else "down")
+        for group, critical in (("push", "true"), ("software_updates", "false"),
+                                ("device_setup", "true")):  # fmt: skip
+            add("courierwatch_group_info", 1, **probe, group=group, title=group, critical=critical)
         add("courierwatch_ntp_offset_seconds", 0.002, **probe, target="time.apple.com")
         checks = [
             (
@@ -283,6 +291,7 @@ def exposition(now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+@pytest.mark.integration
 async def test_real_prometheus_fires_courier_lost_for_the_blocked_site_only(tmp_path):
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=exposition(time.time()), content_type="text/plain")

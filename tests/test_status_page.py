@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 from promserver import free_port, require, stop
 
@@ -245,6 +246,8 @@ async def devtools_targets(session: aiohttp.ClientSession, url: str, process) ->
     raise AssertionError(f"chromium exited with status {process.returncode}")
 
 
+@pytest.mark.integration
+@pytest.mark.browser
 async def test_a_person_sees_sites_couriers_and_findings_and_updates_without_reload(tmp_path):
     fleet = Fleet()
     async with collector_http(fleet.state) as url, chromium(tmp_path) as page:

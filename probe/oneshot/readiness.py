@@ -8,7 +8,7 @@ so that the same fix for many hosts is one to-do naming them all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -182,29 +182,30 @@ def assess(
     site: str = "",
     probe: str = "",
     elapsed: float = 0.0,
-    groups: Mapping[str, catalog.Group] | None = None,
+    groups: Sequence[catalog.Group],
 ) -> Readiness:
-    """Group results by service (catalog order, then others by name); a group the catalog does
-    not know holds the config's own targets, which count as critical: they were added because
-    they matter."""
-    known = catalog.groups() if groups is None else groups
-    by_group: dict[str, list[pb.Result]] = {gid: [] for gid in known}
+    """Group results by service, in the order of `groups`: the facts of every group the results
+    use, as catalog.describe() gives them (a config's ProbeConfig.groups), which decides what
+    is critical; this only reads them."""
+    by_group: dict[str, list[pb.Result]] = {group.id: [] for group in groups}
     for result in results:
-        by_group.setdefault(result.group, []).append(result)
+        members = by_group.get(result.group)
+        if members is None:
+            raise ValueError(f"no group facts for group {result.group!r} of {result.target}")
+        members.append(result)
     statuses = []
-    for gid in [*known, *sorted(set(by_group) - set(known))]:
-        members = by_group[gid]
+    for group in groups:
+        members = by_group[group.id]
         if not members:
             continue
-        info = known.get(gid)
         failures = tuple(
             Failure(r, action(r)) for r in _ordered(members) if r.outcome != pb.OUTCOME_OK
         )
         statuses.append(
             GroupStatus(
-                id=gid,
-                title=info.title if info else gid,
-                critical=info.critical if info else True,
+                id=group.id,
+                title=group.title,
+                critical=group.critical,
                 checks=len(members),
                 failures=failures,
             )

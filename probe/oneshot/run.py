@@ -30,6 +30,7 @@ async def check_once(config_path: str | None, *, as_json: bool, show_all: bool =
         site=config.site,
         probe=config.probe_id,
         elapsed=time.perf_counter() - started,
+        groups=config.groups,
     )
     if as_json:
         print(report.readiness_json(assessed))

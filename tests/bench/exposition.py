@@ -9,17 +9,30 @@ them for the series wanted. Each probe sends all its checks' results once every 
 seconds, and /metrics is scraped once a period: every check has a new result at every scrape,
 the worst case for a renderer that reuses what did not change (as when checks run as often
 as Prometheus scrapes). A second scrape right after each shows the best case.
+
+A second table renders the same fleet in this process, with no HTTP: "before" is the reference
+renderer (the exposition table through prometheus_client, tests/reference_exposition.py), the
+others are the collector's own Exposition with every check changed and right after.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import harness
+import workload
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the reference
+import reference_exposition
+
+from courierwatch.collector.exposition import Exposition
+from courierwatch.collector.state import State
+from courierwatch.v1 import courierwatch_pb2 as pb
 
 
 @dataclass(slots=True)
@@ -97,9 +110,62 @@ async def measure(collector: harness.Collector, probes: int, args: argparse.Name
     )  # fmt: skip
 
 
+def fleet(probes: int, checks: int) -> tuple[State, list[list[pb.Result]]]:
+    """A state of `probes` probes with `checks` checks each, and a second round of results
+    for each probe (every check changed)."""
+    now = time.time()
+    state = State(clock=lambda: now + 1)
+    first, second = workload.results(checks, now), workload.results(checks, now + 1)
+    rounds = []
+    for i in range(probes):
+        probe = state.connect(pb.Hello(site=f"site-{i}", probe_id=f"pi-{i}"))
+        for seq, result in enumerate(first, 1):
+            result.seq = seq
+        state.apply(probe, first)
+        rounds.append(second)
+    return state, rounds
+
+
+def series_per_check(checks: int) -> float:
+    """Series one probe's checks make on /metrics, by the collector's own exposition code."""
+    def lines(state: State) -> int:
+        text = Exposition(state).render()
+        return text.count(b"\n") - text.count(b"\n#") - text.startswith(b"#")
+
+    bare = State()
+    bare.connect(pb.Hello(site="site-0", probe_id="pi-0"))
+    return (lines(fleet(1, checks)[0]) - lines(bare)) / checks
+
+
+def in_process(series: int, checks: int, per_check: float) -> list[str]:
+    probes = max(1, round(series / (checks * per_check)))
+    state, rounds = fleet(probes, checks)
+    t0 = time.perf_counter()
+    reference_exposition.render(state)
+    before = time.perf_counter() - t0
+    exposition = Exposition(state)
+    exposition.render()
+    for probe, second in zip(state.probes(), rounds, strict=True):
+        for seq, result in enumerate(second, probe.applied_through + 1):
+            result.seq = seq
+        state.apply(probe, second)
+    t0 = time.perf_counter()
+    body = exposition.render()
+    changed = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    exposition.render()
+    repeat = time.perf_counter() - t0
+    lines = body.count(b"\n") - body.count(b"\n#") - body.startswith(b"#")
+    return [f"{lines:,}", f"{before:.3f}", f"{changed:.3f}", f"{repeat:.3f}",
+            f"{before / changed:.1f}"]  # fmt: skip
+
+
+IN_PROCESS = ["live series", "before: reference s", "changed s", "repeat s", "speed-up"]
+
+
 async def main(args: argparse.Namespace) -> None:
     harness.pin_driver()
-    per_check = harness.series_per_check(args.checks)
+    per_check = series_per_check(args.checks)
     print(f"# exposition: {harness.machine()}")
     print(f"# {args.checks} checks per probe ({per_check:.2f} series each), every check "
           f"reporting every {args.period:g} s, one scrape per period, {args.scrapes} scrapes "
@@ -110,6 +176,8 @@ async def main(args: argparse.Namespace) -> None:
         rows.append(row)
         print(f"# {row.series:,} series: {harness.median(row.changed):.3f} s", flush=True)
     print(harness.table(HEADERS, [row.cells(args.checks) for row in rows]))
+    print("\n# in process, no HTTP: the reference renderer (before) and Exposition", flush=True)
+    print(harness.table(IN_PROCESS, [in_process(n, args.checks, per_check) for n in args.series]))
 
 
 def parse() -> argparse.Namespace:

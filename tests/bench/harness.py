@@ -277,30 +277,6 @@ def session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), auto_decompress=False)
 
 
-def series_per_check(checks: int) -> float:
-    """Series one probe's checks make on /metrics, by the collector's own exposition code."""
-    from prometheus_client import CollectorRegistry, generate_latest
-
-    from courierwatch.collector.exposition import StateCollector
-    from courierwatch.collector.state import State
-    from courierwatch.v1 import courierwatch_pb2 as pb
-
-    results = workload.results(checks, time.time())
-    for seq, result in enumerate(results, 1):
-        result.seq = seq
-    bare, state = State(), State()
-    state.apply(state.connect(pb.Hello(site="s", probe_id="p")), results)
-    bare.connect(pb.Hello(site="s", probe_id="p"))
-
-    def lines(of: State) -> int:
-        registry = CollectorRegistry()
-        registry.register(StateCollector(of))
-        text = generate_latest(registry)
-        return text.count(b"\n") - text.count(b"\n#") - text.startswith(b"#")
-
-    return (lines(state) - lines(bare)) / checks
-
-
 def percentile(values: Sequence[float], p: float) -> float:
     if not values:
         return math.nan
