@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
+from courierwatch.common import bounds
 from courierwatch.probe.spool import Spool
 from courierwatch.v1 import courierwatch_pb2 as pb
 from courierwatch.v1 import courierwatch_pb2_grpc as pb_grpc
@@ -69,6 +70,7 @@ class Uplink:
         self._sent_through = 0
         self._progress_at = 0.0  # loop time of the last acknowledgement (or first send after one)
         self._max_bytes = 0  # 0: no limit announced
+        self._max_string = 0  # bytes of one string field; 0: no limit announced
 
     async def run(self) -> None:
         """Keep a stream to some collector open until cancelled."""
@@ -115,6 +117,7 @@ class Uplink:
                 await self._note_ack(applied)
             batch_size = min(self._batch_size, welcome.max_batch or self._batch_size)
             self._max_bytes = int(welcome.max_message_bytes * _HEADROOM)
+            self._max_string = welcome.max_string_bytes  # 0: an older collector, no limit
             log.info("streaming to collector %s", address)
             self.connected.set()
             self._sent_through = applied
@@ -148,6 +151,9 @@ class Uplink:
                 continue
             through = self._spool.durable_through
             batch = await self._spool.after(sent, batch_size)
+            if self._max_string:
+                for result in batch:  # cut rather than be refused (courierwatch.common.bounds)
+                    bounds.bound(result, self._max_string)
             if not batch:  # what was there went meanwhile: dropped by a bound, or quarantined
                 sent = through
                 self._settled.set()
