@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from courierwatch.pki import PkiError
 
 if TYPE_CHECKING:
     from courierwatch.collector.server import Bound
+    from courierwatch.discover import report as report_types
 
 log = logging.getLogger("courierwatch")
 
@@ -75,6 +77,28 @@ def _parser() -> argparse.ArgumentParser:
                        help="print the report as JSON (schema courierwatch.check/1)")
     check.add_argument("--all", action="store_true", help="also list every check, one line each")
 
+    discover = roles.add_parser(
+        "discover", help="what the site's devices ask Apple for, and what its DNS filter blocks",
+        description="Read DNS queries from Pi-hole FTL databases, packet captures (pcap, "
+        "pcapng) and dnsmasq/Pi-hole or unbound query logs, merged, and report every Apple "
+        "name the clients asked for: blocked ones first, each with its fix, then names outside "
+        "the catalog, then the rest, then the courier POPs. Exit status 0, 1 when an Apple "
+        "name is blocked, 2 when a source cannot be read (the others are still reported).",
+    )
+    discover.add_argument("sources", nargs="+", metavar="SOURCE",
+                          help="pihole-FTL.db, a .pcap/.pcapng capture, or a query log")
+    discover.add_argument("--since", type=_moment, metavar="WHEN",
+                          help="only queries from then on: 2026-12-01, 2026-12-01T08:00 (UTC "
+                          "unless it says), or a time ago such as 2h or 7d")
+    discover.add_argument("--until", type=_moment, metavar="WHEN", help="only queries before then")
+    discover.add_argument("--json", action="store_true",
+                          help="print the report as JSON (schema courierwatch.discover/1)")
+    discover.add_argument("--hash-clients", action="store_true",
+                          help="list clients as salted hashes (new salt each run), for reports "
+                          "that leave the site; without it clients are only counted")
+    discover.add_argument("--write-targets", metavar="FILE",
+                          help="write the Apple names outside the catalog as probe targets")
+
     pki = roles.add_parser(
         "pki", help="the fleet CA: certificates for the collector and each probe",
         description="Create the fleet CA, the collector's certificate, and a probe's bundle "
@@ -125,6 +149,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(check_once(args.config, as_json=args.json, show_all=args.all))
     if args.role == "pki":
         return _pki(args)
+    if args.role == "discover":
+        return _discover(args)
     if args.role == "probe":
         from courierwatch.probe.config import load_probe_config
         from courierwatch.probe.daemon import run_probe
@@ -162,6 +188,71 @@ def _pki(args: argparse.Namespace) -> int:
         pki.write_bundle(out, bundle, force=args.force)
         print(f"probe bundle: {out} (copy it to the Pi; it holds the probe's private key)")
     return 0
+
+
+def _moment(text: str) -> float:
+    """A --since/--until value: an ISO 8601 date or time (UTC unless it names a zone), or a
+    duration before now."""
+    from datetime import UTC, datetime
+
+    from courierwatch.common.configfile import to_duration
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return time.time() - to_duration(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is neither a date or time (2026-12-01T08:00) nor a duration ago (2h)"
+            ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from courierwatch.discover import report, targets
+    from courierwatch.discover.run import discover
+
+    found = discover(
+        args.sources, since=args.since, until=args.until, hash_clients=args.hash_clients
+    )
+    render = report.discovery_json if args.json else report.discovery_text
+    print(render(found, dns_filter_advice()))
+    code = 1 if found.section("blocked") else 0
+    for source in found.sources:
+        if source.error:
+            print(f"courierwatch: {source.error}", file=sys.stderr)
+            code = 2
+    if args.write_targets:
+        try:
+            written = targets.write(args.write_targets, found)
+        except OSError as error:
+            print(f"courierwatch: {args.write_targets}: cannot write: {error.strerror or error}",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        print(f"courierwatch: {written} names as targets in {args.write_targets}", file=sys.stderr)
+    return code
+
+
+def dns_filter_advice() -> report_types.Advisor:
+    """The readiness report's own words for a name a DNS filter blocks (its dns_sinkhole
+    action and to-do merge), for `discover`: the same finding reads the same in both."""
+    from courierwatch.probe.oneshot import readiness
+    from courierwatch.v1 import courierwatch_pb2 as pb
+
+    def action(name: str, group: str) -> readiness.Action:
+        result = pb.Result(target=name, group=group, check="dns", port=53,
+                           outcome=pb.OUTCOME_DNS_SINKHOLE)  # fmt: skip
+        return readiness.action(result)
+
+    class Advice:
+        def fix(self, name: str, group: str) -> str:
+            return action(name, group).text
+
+        def todo(self, findings: Sequence[tuple[str, str]]) -> list[str]:
+            return readiness.merge(action(name, group) for name, group in findings)
+
+    return Advice()
 
 
 def _announce(bound: Bound) -> None:
