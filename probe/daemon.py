@@ -68,13 +68,17 @@ async def run_probe(config: ProbeConfig, stop: asyncio.Event) -> None:
 
     def health() -> pb.Health:
         stats = spool.stats()
-        return pb.Health(
+        beat = pb.Health(
             spool_depth=stats.depth,
             spool_bytes=stats.bytes,
             dropped_total=stats.dropped,
             loop_lag_seconds=scheduler.lag_seconds,
             oldest_pending_seconds=stats.oldest_age,
+            quarantined_total=stats.quarantined,
+            dropped_disk_full_total=stats.dropped_disk_full,
         )
+        beat.sent_at.GetCurrentTime()  # the collector compares it with its own clock
+        return beat
 
     credentials = channel_credentials(config.transport)
     uplink = Uplink(config.collectors, spool, hello(config), credentials, health)
