@@ -49,7 +49,8 @@ FORBIDDEN = {
         *COMMAND_LINE,
     ),
     "courierwatch.probe.catalog": (*PROBE_UPPER, "courierwatch.collector", *COMMAND_LINE),
-    "courierwatch.probe": ("courierwatch.collector", "courierwatch.discover", *COMMAND_LINE),
+    # The probe may read DNS logs with discover's readers; discover never reaches back up.
+    "courierwatch.probe": ("courierwatch.collector", *COMMAND_LINE),
     "courierwatch.collector": ("courierwatch.probe", "courierwatch.discover", *COMMAND_LINE),
     "courierwatch.discover": ("courierwatch.collector", *PROBE_UPPER, *COMMAND_LINE),
 }
