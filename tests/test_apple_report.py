@@ -69,8 +69,9 @@ async def test_5223_blocked_with_443_open_is_degraded(apple):
     # The fake cannot listen on 5223 and 443; the results are real, only their labels say
     # which of the two ports each stood for.
     blocked.port, fallback.port = 5223, 443
-    assessed = readiness.assess([blocked, fallback], site="ams", probe="pi", elapsed=0.2,
-                                groups=catalog.describe(["push"]))
+    assessed = readiness.assess(
+        [blocked, fallback], site="ams", probe="pi", elapsed=0.2, groups=catalog.describe(["push"])
+    )
     assert (assessed.push.state, assessed.push.summary) == (
         "degraded",
         "5223 blocked, 443 fallback only",
@@ -149,14 +150,19 @@ async def test_report_names_each_finding_with_its_action(tmp_path, apple, capsys
     for action in (
         "exempt *.push.apple.com from SSL inspection",
         "allow *.push.apple.com in the DNS filter",
-        "the proxy needs credentials: apsd cannot use an authenticated proxy; allow 5223",
+        f"the proxy {apple.host}:{apple.proxy_port} wants credentials, which apsd cannot give:"
+        " exempt *.push.apple.com from authentication there, or allow 5223 direct",
         "a middlebox strips HTTP/2",
         f"allow UDP {apple.ntp_port} outbound to {NTP_NAME}",
         "the resolver cannot find nxdomain.apple.com",
     ):
         assert action in flat, action
     assert "tls_intercepted" in text and "Fake Zscaler" in text
-    assert "through the proxy: proxy_auth_required" in text
+    ports = sorted((apple.courier_port, apple.intercepting_port))
+    assert (
+        f"Through the proxy {apple.host}:{apple.proxy_port}: {ports[0]} proxy_auth_required,"
+        f" {ports[1]} proxy_auth_required"
+    ) in flat
     assert f"Time: {NTP_NAME} [ipv4] timeout" in text
     # Only App Store fails outside the critical groups; it is listed but not in the verdict.
     assert "NOT READY: critical services fail: push, push_provider, device_setup" in text
@@ -174,6 +180,26 @@ async def test_report_names_each_finding_with_its_action(tmp_path, apple, capsys
     assert sinkhole["action"] == "allow *.push.apple.com in the DNS filter"
     assert len(data["results"]) == data["checks"] == 10
     assert data["actions"][0] in {f["action"] for f in groups["push"]["failures"]}
+    # Schema courierwatch.check/1 only grows: the site state and its causes, the blockers,
+    # the proxy per port, a clock's criticality and a group's down sit beside the old keys.
+    assert set(data) >= {
+        "schema", "site", "probe", "ready", "elapsed_seconds", "slowest_seconds", "checks",
+        "ok", "failed", "push", "time", "groups", "actions", "results",
+        "blockers", "site_state", "proxy",
+    }  # fmt: skip
+    causes = {(c["state"], c["cause"], c["group"]) for c in data["site_state"]["causes"]}
+    assert {
+        ("intercepted", "tls_inspection", "push"),
+        ("filtered", "dns_filter", "push"),
+        ("degraded", "provider_api_h2", "push_provider"),
+        ("degraded", "proxy_path", "push"),
+    } <= causes
+    assert data["site_state"]["state"] == data["site_state"]["causes"][0]["state"]
+    assert (
+        "site intercepted (push: tls_inspection), filtered (push: dns_filter)" in data["blockers"]
+    )
+    assert data["time"][0]["critical"] is False and groups["device_setup"]["down"]
+    assert data["proxy"]["address"] == f"{apple.host}:{apple.proxy_port}"
 
 
 async def test_exit_0_when_only_non_critical_groups_fail(tmp_path, apple, capsys):
@@ -222,6 +248,9 @@ async def test_the_whole_catalog_against_the_fake_fits_80_columns(tmp_path, appl
     assert len(items) == 2  # NXDOMAIN for most names, a sinkhole for those the fake knows
     assert re.search(r"the resolver cannot find .* and \d+ more: check DNS", " ".join(todo.split()))
     assert "more like these)" in text
+    # The site block names the worst causes with their fixes, then how many more there are.
+    site = text.split("Push (APNs couriers)")[0]
+    assert site.count("\n  and ") == 7 and re.search(r"\(and \d+ more causes, in the groups", site)
 
 
 def test_one_fix_for_many_hosts_is_one_todo():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from courierwatch.probe.config import load_probe_config
+from courierwatch.probe.config import ProbeConfig, load_probe_config
 from courierwatch.probe.context import build_context
 from courierwatch.probe.oneshot import readiness, report
 from courierwatch.probe.scheduler import run_once
@@ -16,8 +16,9 @@ MAX_CONCURRENCY: Final = 512
 
 
 async def check_once(config_path: str | None, *, as_json: bool, show_all: bool = False) -> int:
-    """Exit status: 0 when every critical service group works, 1 when one fails (a config
-    error raises ConfigError, which the CLI turns into 2). show_all appends every check."""
+    """Exit status: 0 when the site is ready (readiness.Readiness.ready), 1 when it is not (a
+    config error raises ConfigError, which the CLI turns into 2). show_all appends every
+    check."""
     config = load_probe_config(config_path, require_identity=False)
     started = time.perf_counter()
     results = await run_once(
@@ -31,6 +32,8 @@ async def check_once(config_path: str | None, *, as_json: bool, show_all: bool =
         probe=config.probe_id,
         elapsed=time.perf_counter() - started,
         groups=config.groups,
+        targets=config.targets,
+        facts=facts(config),
     )
     if as_json:
         print(report.readiness_json(assessed))
@@ -40,3 +43,17 @@ async def check_once(config_path: str | None, *, as_json: bool, show_all: bool =
             print()
             print(report.as_table(results))
     return 0 if assessed.ready else 1
+
+
+def facts(config: ProbeConfig) -> readiness.Facts:
+    """What the fix texts name from the config: Apple's ranges, the proxy, the nameservers."""
+    port = config.resolver_port
+    resolvers = [
+        ns if port == 53 else f"[{ns}]:{port}" if ":" in ns else f"{ns}:{port}"
+        for ns in config.nameservers
+    ]
+    return readiness.Facts(
+        ranges=config.apple_ranges,
+        proxy=config.proxy.name if config.proxy else "",
+        resolvers=", ".join(resolvers),
+    )
