@@ -195,11 +195,11 @@ def test_registry_refuses_clashes(echo_kind: KindSpec) -> None:
 
 
 def test_built_in_kinds_are_the_modules_with_a_spec() -> None:
-    assert sorted(checks.kinds()) == ["courier", "dns", "http", "ntp", "tcp", "tls"]
+    assert sorted(checks.kinds()) == ["courier", "dns", "dns_clients", "http", "ntp", "tcp", "tls"]
     assert {name: spec.run for name, spec in checks.kinds().items()} == checks.CHECKS
     ports = {name: spec.default_port for name, spec in checks.kinds().items()}
-    assert ports == {"courier": None, "dns": 53, "http": None, "ntp": 123, "tcp": None,
-                     "tls": None}  # fmt: skip
+    assert ports == {"courier": None, "dns": 53, "dns_clients": 53, "http": None, "ntp": 123,
+                     "tcp": None, "tls": None}  # fmt: skip
     assert [n for n, s in checks.kinds().items() if s.per_family] == [
         "courier", "http", "ntp", "tcp", "tls",
     ]  # fmt: skip

@@ -203,8 +203,24 @@ class HttpFacts(_message.Message):
     status: int
     def __init__(self, status: _Optional[int] = ...) -> None: ...
 
+class DnsClientFacts(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupQueries]
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupQueries, _Mapping]]] = ...) -> None: ...
+
+class GroupQueries(_message.Message):
+    __slots__ = ("group", "queries", "blocked")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKED_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    queries: int
+    blocked: int
+    def __init__(self, group: _Optional[str] = ..., queries: _Optional[int] = ..., blocked: _Optional[int] = ...) -> None: ...
+
 class Result(_message.Message):
-    __slots__ = ("seq", "target", "port", "check", "group", "outcome", "started_at", "phases", "addresses", "peer_address", "cname_chain", "tls", "http", "detail", "interval_seconds", "pop", "address_family", "via", "dialled_host", "ntp")
+    __slots__ = ("seq", "target", "port", "check", "group", "outcome", "started_at", "phases", "addresses", "peer_address", "cname_chain", "tls", "http", "detail", "interval_seconds", "pop", "address_family", "via", "dialled_host", "ntp", "dns_clients")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PORT_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +241,7 @@ class Result(_message.Message):
     VIA_FIELD_NUMBER: _ClassVar[int]
     DIALLED_HOST_FIELD_NUMBER: _ClassVar[int]
     NTP_FIELD_NUMBER: _ClassVar[int]
+    DNS_CLIENTS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     target: str
     port: int
@@ -245,4 +262,5 @@ class Result(_message.Message):
     via: str
     dialled_host: str
     ntp: NtpFacts
-    def __init__(self, seq: _Optional[int] = ..., target: _Optional[str] = ..., port: _Optional[int] = ..., check: _Optional[str] = ..., group: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phases: _Optional[_Union[Phases, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., peer_address: _Optional[str] = ..., cname_chain: _Optional[_Iterable[str]] = ..., tls: _Optional[_Union[TlsFacts, _Mapping]] = ..., http: _Optional[_Union[HttpFacts, _Mapping]] = ..., detail: _Optional[str] = ..., interval_seconds: _Optional[float] = ..., pop: _Optional[str] = ..., address_family: _Optional[str] = ..., via: _Optional[str] = ..., dialled_host: _Optional[str] = ..., ntp: _Optional[_Union[NtpFacts, _Mapping]] = ...) -> None: ...
+    dns_clients: DnsClientFacts
+    def __init__(self, seq: _Optional[int] = ..., target: _Optional[str] = ..., port: _Optional[int] = ..., check: _Optional[str] = ..., group: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., phases: _Optional[_Union[Phases, _Mapping]] = ..., addresses: _Optional[_Iterable[str]] = ..., peer_address: _Optional[str] = ..., cname_chain: _Optional[_Iterable[str]] = ..., tls: _Optional[_Union[TlsFacts, _Mapping]] = ..., http: _Optional[_Union[HttpFacts, _Mapping]] = ..., detail: _Optional[str] = ..., interval_seconds: _Optional[float] = ..., pop: _Optional[str] = ..., address_family: _Optional[str] = ..., via: _Optional[str] = ..., dialled_host: _Optional[str] = ..., ntp: _Optional[_Union[NtpFacts, _Mapping]] = ..., dns_clients: _Optional[_Union[DnsClientFacts, _Mapping]] = ...) -> None: ...
