@@ -82,7 +82,7 @@ async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
         )
         started = connection.mark()
         await connection.write(request.encode("ascii"))
-        line = await connection.readline()
+        line = await tunnel.read_line(connection)
         result.phases.first_byte = connection.since(started)
         status, reason = tunnel.parse_status(line)
         headers = await tunnel.read_headers(connection) if plain_via_proxy else ()

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from courierwatch.probe.targets import Target
 
 _DER: Final = 2  # _ssl.ENCODING_DER
+# OpenSSL's reasons for a first record that is no TLS record at all (its version or length
+# field is not one TLS can have): the port speaks another protocol (an HTTP banner, random
+# bytes), which is no handshake that failed.
+_NOT_TLS: Final = frozenset({"WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG"})
 # What a second look at a failing peer may run into; none of it changes the finding.
 _LOOK_ERRORS: Final = (OSError, ssl.SSLError, EOFError, CheckFailure)
 
@@ -115,6 +119,12 @@ async def handshake(
         connection.abort()
         if error.verify_code != HOSTNAME_MISMATCH:
             await _explain(target, ctx, result, offered, issuers)
+        raise
+    except ssl.SSLError as error:
+        connection.abort()
+        if error.reason in _NOT_TLS:
+            detail = f"the peer does not speak TLS ({error.reason})"
+            raise CheckFailure(pb.OUTCOME_PROTOCOL_ERROR, detail) from None
         raise
     except BaseException:
         connection.abort()

@@ -289,19 +289,25 @@ async def _exchange(
     return _interpret(parsed, asked, server), lag
 
 
+_AFTER_CONNECT: Final = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+
+
 def _broken(server: _Server, error: Exception, over_tcp: bool) -> _Failure:
     """A server that could not be reached (an OSError: no route, port closed), or that broke
     the protocol (closed the connection without an answer, a malformed reply)."""
     port = server[1][1]
     if isinstance(error, ConnectionRefusedError):
         why = f"{'TCP' if over_tcp else 'UDP'} port {port} closed"
+    elif isinstance(error, _AFTER_CONNECT):
+        why = "reset the connection without an answer"
     elif isinstance(error, OSError):
         why = (error.strerror or str(error)).lower()
     elif isinstance(error, EOFError):
         why = "closed the connection without an answer"
     else:
         why = f"sent a malformed reply ({error})"
-    reached = not isinstance(error, OSError)
+    # A reset comes from a server that took the connection: it was reached, and broke off.
+    reached = isinstance(error, _AFTER_CONNECT) or not isinstance(error, OSError)
     outcome = pb.OUTCOME_PROTOCOL_ERROR if reached else pb.OUTCOME_DNS_UNREACHABLE
     rank = _ANSWERED if reached else _UNREACHED
     if over_tcp:

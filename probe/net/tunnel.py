@@ -18,7 +18,7 @@ from typing import Final
 
 from courierwatch.common import __version__
 from courierwatch.probe.failures import CheckFailure, classify
-from courierwatch.probe.net.connection import Connection
+from courierwatch.probe.net.connection import LINE_LIMIT, Connection, LineTooLong
 from courierwatch.probe.net.proxy import ProxySettings
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -55,7 +55,7 @@ async def tunnel(
             f"User-Agent: courierwatch/{__version__}\r\n\r\n".encode("ascii")
         )
         who = f"proxy {proxy.name}: "
-        status, reason = parse_status(await connection.readline(), who)
+        status, reason = parse_status(await read_line(connection, who), who)
         await read_headers(connection, who)
         if not 200 <= status < 300:
             raise refusal(proxy, f"CONNECT {authority}", status, reason)
@@ -95,6 +95,16 @@ def refusal(proxy: ProxySettings, what: str, status: int, reason: str) -> CheckF
     )
 
 
+async def read_line(connection: Connection, who: str = "") -> bytes:
+    """One line of an HTTP answer's head; a line that never ends is the peer's protocol error
+    (`who` prefixes the finding), never an error of the probe's own."""
+    try:
+        return await connection.readline()
+    except LineTooLong:
+        detail = f"{who}an HTTP line longer than {LINE_LIMIT} bytes"
+        raise CheckFailure(pb.OUTCOME_PROTOCOL_ERROR, detail) from None
+
+
 def parse_status(line: bytes, who: str = "") -> tuple[int, str]:
     """Status code and reason of an HTTP/1.x status line; `who` prefixes a finding."""
     if not line:
@@ -109,7 +119,7 @@ async def read_headers(connection: Connection, who: str = "") -> list[tuple[str,
     """The header lines after a status line, up to the blank line (bounded)."""
     headers: list[tuple[str, str]] = []
     for _ in range(_MAX_HEADERS):
-        line = await connection.readline()
+        line = await read_line(connection, who)
         if line in (b"\r\n", b"\n", b""):
             return headers
         name, _, value = line[:_LINE_LIMIT].decode("latin-1").partition(":")
