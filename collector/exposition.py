@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from prometheus_client.utils import floatToGoString
 
 from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State
+from courierwatch.common import sitestate
 from courierwatch.common.results import courier_state, outcome_label
+from courierwatch.common.sitestate import SiteState
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 # A family's own label values (in the order of its labels, less those its row gives), and
@@ -60,6 +62,14 @@ class ProbeView:
     state: State
     probe: Probe
     couriers: str | None  # courier_state() of its fresh results
+    fresh: Sequence[pb.Result] | None = None  # its fresh results, when the scrape has them
+    _site: SiteState | None = None
+
+    def site(self) -> SiteState:
+        """The probe's site state, asked of the state once per scrape (which caches it)."""
+        if self._site is None:
+            self._site = self.state.site_state(self.probe, self.fresh)
+        return self._site
 
 
 # How a family's line is made: its labels sorted by name, as runs of the labels its row gives
@@ -171,14 +181,35 @@ def _issuer(result: pb.Result, _: float) -> tuple[Sample, ...]:
     return ()
 
 
+_MEASURED_OFFSET = frozenset({pb.OUTCOME_OK, pb.OUTCOME_CLOCK_SKEW})  # an answer was read
+
+
 def _ntp(result: pb.Result, _: float) -> tuple[Sample, ...]:
-    if result.outcome == pb.OUTCOME_OK and result.HasField("ntp"):
+    if result.outcome in _MEASURED_OFFSET and result.HasField("ntp"):
         return _one(result.ntp.offset_seconds)
     return ()
 
 
 def _courier(view: ProbeView) -> tuple[Sample, ...]:
     return (((view.couriers,), 1.0),) if view.couriers is not None else ()
+
+
+def _site_state(view: ProbeView) -> list[Sample]:
+    current = view.site().state
+    return [((state,), 1.0 if state == current else 0.0) for state in sitestate.STATES]
+
+
+def _site_causes(view: ProbeView) -> list[Sample]:
+    return [((c.state, c.cause, c.group), 1.0) for c in view.site().causes]
+
+
+def _path_loss(view: ProbeView) -> list[Sample]:
+    return [((str(port),), share) for port, share, _ in view.probe.quality.figures()]
+
+
+def _path_jitter(view: ProbeView) -> list[Sample]:
+    return [((str(port),), jitter) for port, _, jitter in view.probe.quality.figures()
+            if jitter is not None]  # fmt: skip
 
 
 def _pop(view: ProbeView) -> tuple[Sample, ...]:
@@ -193,6 +224,10 @@ def _groups(view: ProbeView) -> list[Sample]:
 
 def _pop_changed(view: ProbeView) -> tuple[Sample, ...]:
     return _one(view.probe.pop_changed_at) if view.probe.pop_changed_at else ()
+
+
+def _dns_clients(view: ProbeView) -> list[Sample]:
+    return [(labels, n) for labels, n in sorted(view.probe.dns_clients.items())]
 
 
 _CHECK_POP = (*CHECK.labels, "pop")
@@ -229,6 +264,20 @@ FAMILIES: tuple[Family, ...] = (
     _gauge("courierwatch_courier_state",
            "Always 1; state is ok (5223 works), degraded (only the 443 fallback) or down "
            "(no courier reachable).", (*PROBE.labels, "state"), PROBE, _courier),
+    _gauge("courierwatch_site_state",
+           "1 for the probe's site state (the worst of its causes), 0 for each other state: "
+           "ok, degraded, filtered, intercepted, unreachable, probe_offline.",
+           (*PROBE.labels, "state"), PROBE, _site_state),
+    _gauge("courierwatch_site_cause",
+           "Always 1; one series per cause of the probe's site state (the detail is on the "
+           "status page and /api/status).", (*PROBE.labels, "state", "cause", "group"), PROBE,
+           _site_causes),
+    _gauge("courierwatch_path_loss_ratio",
+           "Share of the recent direct connects per port that failed or needed a SYN "
+           "retransmission.", (*PROBE.labels, "port"), PROBE, _path_loss),
+    _gauge("courierwatch_path_jitter_seconds",
+           "Mean absolute difference of consecutive connect times of a series, per port.",
+           (*PROBE.labels, "port"), PROBE, _path_jitter),
     _gauge("courierwatch_pop_info", "Always 1; the Akamai POP the probe's couriers land on.",
            (*PROBE.labels, "pop"), PROBE, _pop),
     _counter("courierwatch_pop_changes", "Times the courier POP changed.", PROBE.labels, PROBE,
@@ -249,6 +298,10 @@ FAMILIES: tuple[Family, ...] = (
            "Always 1; the title of a service group the probe checks, and whether it is "
            "critical (an outage stops enrolment, management or push), as its catalog says.",
            (*PROBE.labels, "group", "title", "critical"), PROBE, _groups),
+    _counter("courierwatch_dns_client_queries",
+             "Apple queries the site's devices made to the DNS filter on the probe's host "
+             "(discover.pihole_db), per catalog group; status allowed or blocked.",
+             (*PROBE.labels, "group", "status"), PROBE, _dns_clients),
     _counter("courierwatch_probe_results_applied", "Results applied from the probe.",
              PROBE.labels, PROBE, lambda v: _one(v.probe.applied)),
     _counter("courierwatch_probe_results_duplicate",
@@ -268,9 +321,30 @@ FAMILIES: tuple[Family, ...] = (
     _gauge("courierwatch_probe_oldest_pending_seconds",
            "Age of the oldest result the probe has not had acknowledged.", PROBE.labels, PROBE,
            lambda v: _one(v.probe.health.oldest_pending_seconds)),
+    _gauge("courierwatch_probe_clock_offset_seconds",
+           "The probe's wall clock minus the collector's, from its latest health beat (less "
+           "the one-way delay of the path, milliseconds on a sound one).", PROBE.labels, PROBE,
+           lambda v: _one(v.probe.clock_offset) if v.probe.clock_offset is not None else ()),
+    _gauge("courierwatch_probe_duplicate_identity",
+           "1 while a second stream with this probe's identity is being refused: two probes "
+           "use one identity (a cloned SD card or bundle).", PROBE.labels, PROBE,
+           lambda v: _one(1.0 if v.state.duplicated(v.probe) else 0.0)),
+    _gauge("courierwatch_probe_state_bytes",
+           "Memory the probe's latest results take on the collector (encoded size).",
+           PROBE.labels, PROBE, lambda v: _one(v.probe.state_bytes)),
     _counter("courierwatch_collector_refused",
              "Streams or messages the collector refused, by reason.", ("reason",), COLLECTOR,
              lambda state: [((reason,), count) for reason, count in sorted(state.refused.items())]),
+    _counter("courierwatch_collector_limited",
+             "Results cut to the string limits, and HTTP connections turned away, by reason.",
+             ("reason",), COLLECTOR,
+             lambda state: [((reason,), count) for reason, count in sorted(state.limited.items())]),
+    _gauge("courierwatch_config_last_reload_successful",
+           "1 if the latest configuration (re)load worked, 0 if it failed.", (), COLLECTOR,
+           lambda state: _one(1.0 if state.config_reload_ok else 0.0)),
+    _gauge("courierwatch_config_last_reload_success_timestamp_seconds",
+           "When the configuration was last loaded, in Unix time.", (), COLLECTOR,
+           lambda state: _one(state.config_reload_at)),
 )  # fmt: skip
 CHECK_FAMILIES = tuple(family for family in FAMILIES if family.source is CHECK)
 
@@ -334,7 +408,7 @@ class Exposition:
             row = self._probes[probe.key] = previous_probes.get(probe.key) or _Row(
                 probe_labels(probe)
             )
-            view = ProbeView(state, probe, courier_state(results))
+            view = ProbeView(state, probe, courier_state(results), results)
             for family in per_probe:
                 _write(family, row, family.read(view), lines[family])
         for family in FAMILIES:

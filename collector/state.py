@@ -8,8 +8,11 @@ Rules for results that stop coming (the contract a NOC relies on):
 - Counters stay (they are cumulative) until the probe has been silent for forget_after;
   then the probe and every series of it are forgotten.
 - Within a probe, a result at or below the highest applied sequence number is a duplicate
-  and is not counted again; a result older than the current one counts (so increase() over
-  an outage is right once the backlog arrives) but does not replace the current one.
+  and is not counted again. Which result is latest is the probe's sequence order, and
+  freshness is judged by when a result arrived here, on this collector's clock: the probe's
+  wall clock (started_at) is data, never the judge, so an NTP step on a Pi changes neither.
+- The probe's clock offset against ours is estimated from each Health beat (its send time
+  against our arrival time: late by the one-way delay, milliseconds on a sound path).
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from courierwatch.collector.quality import DEFAULT_LOSS, LossThresholds, PathQuality
+from courierwatch.common import sitestate
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 ProbeKey = tuple[str, str]  # (site, probe_id)
 # (target, port, check, group, address family, via): what makes two results one series.
 CheckKey = tuple[str, int, str, str, str, str]
 CountKey = tuple[CheckKey, int]  # (check, outcome)
+# A duplicate identity is shown for this long after its latest refused stream: three of a
+# refused probe's longest backoffs, so a clone that keeps retrying keeps it shown.
+DUPLICATE_SECONDS = 90.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +56,34 @@ class Probe:
     probe_id: str
     version: str = ""
     config_digest: str = ""
-    streams: int = 0  # open streams; more than one only briefly, while a reconnect overlaps
+    streams: int = 0  # open streams: one at most (ingest refuses a second, see there)
+    peer: str = ""  # where the open stream comes from
+    # The latest stream refused because this identity had one open: from where, and when.
+    duplicate_peer: str = ""
+    duplicate_at: float = 0.0
+    clock_offset: float | None = None  # the probe's wall clock minus ours, from Health
     last_seen: float = 0.0
     applied_through: int = 0
     applied: int = 0
     duplicates: int = 0
     health: pb.Health = field(default_factory=pb.Health)
     latest: dict[CheckKey, pb.Result] = field(default_factory=dict)
-    # started() of each latest result: comparing against it is the hot path of apply().
+    # started() of each latest result (what the probe says; shown, never judged by).
     started: dict[CheckKey, float] = field(default_factory=dict)
+    # When each latest result arrived, on the collector's clock: what freshness is judged by.
+    arrived: dict[CheckKey, float] = field(default_factory=dict)
+    state_bytes: int = 0  # encoded size of `latest`: what this probe's state costs in memory
     counts: dict[CountKey, int] = field(default_factory=dict)
     pop: str = ""  # where the probe's couriers land now
     pop_changes: int = 0
     pop_changed_at: float = 0.0
     groups: dict[str, GroupFacts] = field(default_factory=dict)  # from its Hello, by id
+    # Apple queries of the site's devices (dns_clients results): (group, status) -> queries.
+    dns_clients: dict[tuple[str, str], int] = field(default_factory=dict)
+    quality: PathQuality = field(default_factory=PathQuality)  # loss and jitter, per port
+    revision: int = 0  # one more whenever `latest` changes (whatever changes it must bump it)
+    # site_state()'s last answer, and what it was made from.
+    assessed: _Assessed | None = None
 
     @property
     def key(self) -> ProbeKey:
@@ -78,6 +100,16 @@ class Applied:
     counts: dict[CountKey, int]
 
 
+@dataclass(frozen=True, slots=True)
+class _Assessed:
+    """A site state and what it was made from. Between two revisions of `latest` results only
+    leave the fresh set (they age), so its size names it; no result is held here."""
+
+    key: tuple[int, int, int, str]  # (revision, fresh results, id of the group facts, loss)
+    groups: dict[str, GroupFacts]  # held, so that its id is not reused meanwhile
+    site: sitestate.SiteState
+
+
 def check_key(result: pb.Result) -> CheckKey:
     return (
         result.target, result.port, result.check, result.group, result.address_family, result.via,
@@ -88,6 +120,24 @@ def started(result: pb.Result) -> float:
     return result.started_at.seconds + result.started_at.nanos / 1e9
 
 
+# A probe's dns_clients groups are catalog group ids; a probe that sends more, or longer ones,
+# is not given a series for each.
+DNS_CLIENT_GROUPS = 64
+_GROUP_BYTES = 64
+
+
+def count_dns_clients(counts: dict[tuple[str, str], int], facts: pb.DnsClientFacts) -> None:
+    """Add one dns_clients pass to a probe's counters: per group, allowed and blocked."""
+    for entry in facts.groups:
+        group = entry.group
+        if not group or len(group) > _GROUP_BYTES or entry.blocked > entry.queries:
+            continue
+        if (group, "blocked") not in counts and len(counts) >= 2 * DNS_CLIENT_GROUPS:
+            continue
+        for status, n in (("allowed", entry.queries - entry.blocked), ("blocked", entry.blocked)):
+            counts[group, status] = counts.get((group, status), 0) + n
+
+
 class State:
     def __init__(
         self,
@@ -96,20 +146,27 @@ class State:
         min_stale: float = 60.0,
         forget_after: float = 86400.0,
         clock: Callable[[], float] = time.time,
+        loss: LossThresholds = DEFAULT_LOSS,
     ) -> None:
+        self.loss = loss
         self.stale_intervals = stale_intervals
         self.min_stale = min_stale
         self.forget_after = forget_after
         self.clock = clock
         self._probes: dict[ProbeKey, Probe] = {}
         self.refused: Counter[str] = Counter()  # streams and messages refused, by reason
+        # Limits that cut or closed something without refusing it (results cut, idle streams).
+        self.limited: Counter[str] = Counter()
+        # The configuration: whether the latest (re)load worked, and when one last did.
+        self.config_reload_ok = True
+        self.config_reload_at = clock()
 
     def restore(self, probe: Probe) -> None:
         """Take back a probe from the durable store after a restart (not connected)."""
         probe.last_seen = probe.last_seen or self.clock()
         self._probes[probe.key] = probe
 
-    def connect(self, hello: pb.Hello) -> Probe:
+    def connect(self, hello: pb.Hello, peer: str = "") -> Probe:
         key = (hello.site, hello.probe_id)
         probe = self._probes.get(key)
         if probe is None:
@@ -118,15 +175,34 @@ class State:
         probe.config_digest = hello.config_digest
         probe.groups = {g.id: GroupFacts(g.id, g.title or g.id, g.critical) for g in hello.groups}
         probe.streams += 1
+        probe.peer = peer
         probe.last_seen = self.clock()
         return probe
 
     def disconnect(self, probe: Probe) -> None:
         probe.streams = max(0, probe.streams - 1)
 
+    def live(self, key: ProbeKey) -> Probe | None:
+        """The probe of `key` if it has a stream open."""
+        probe = self._probes.get(key)
+        return probe if probe is not None and probe.streams else None
+
+    def note_duplicate(self, probe: Probe, peer: str) -> None:
+        """A second stream with `probe`'s identity was refused, coming from `peer`."""
+        probe.duplicate_peer, probe.duplicate_at = peer, self.clock()
+
+    def duplicated(self, probe: Probe) -> bool:
+        """Whether a second stream with this identity was refused lately: a probe refused
+        retries within its backoff cap (30 s), so a clone keeps this true while it runs."""
+        at = probe.duplicate_at
+        return bool(at) and self.clock() - at <= DUPLICATE_SECONDS
+
     def report_health(self, probe: Probe, health: pb.Health) -> None:
         probe.health = health
-        probe.last_seen = self.clock()
+        now = probe.last_seen = self.clock()
+        if health.HasField("sent_at"):
+            sent = health.sent_at.seconds + health.sent_at.nanos / 1e9
+            probe.clock_offset = sent - now
 
     def apply(
         self, probe: Probe, results: Sequence[pb.Result], keys: Sequence[CheckKey] | None = None
@@ -150,20 +226,27 @@ class State:
             applied += 1
             counted = (key, result.outcome)
             counts[counted] = counts.get(counted, 0) + 1
-            at = started(result)
-            previous = since.get(key)
-            if previous is None or at >= previous:
-                since[key] = at
-                current[key] = result
-                if key[2] == "courier" and result.pop and result.pop != probe.pop:
-                    if probe.pop:
-                        probe.pop_changes += 1
-                        probe.pop_changed_at = now
-                    probe.pop = result.pop
+            probe.quality.add(result, self.loss)
+            if result.HasField("dns_clients"):  # counted once: duplicates were skipped above
+                count_dns_clients(probe.dns_clients, result.dns_clients)
+            # A higher number is newer, whatever its started_at says (a stepped clock).
+            since[key] = started(result)
+            current[key] = result
+            if key[2] == "courier" and result.pop and result.pop != probe.pop:
+                if probe.pop:
+                    probe.pop_changes += 1
+                    probe.pop_changed_at = now
+                probe.pop = result.pop
+        latest, arrived = probe.latest, probe.arrived
         for key, result in current.items():
             # A copy: a result parsed from a batch holds the whole batch's memory.
-            own = probe.latest[key] = pb.Result()
+            own = pb.Result()
             own.CopyFrom(result)
+            old = latest.get(key)
+            probe.state_bytes += own.ByteSize() - (old.ByteSize() if old is not None else 0)
+            latest[key] = own
+            arrived[key] = now
+        probe.revision += bool(current)
         probe.applied_through = through
         for counted, n in counts.items():
             probe.counts[counted] = probe.counts.get(counted, 0) + n
@@ -202,6 +285,24 @@ class State:
     def is_up(self, probe: Probe) -> bool:
         return probe.streams > 0
 
+    def site_state(
+        self, probe: Probe, fresh: Sequence[pb.Result] | None = None
+    ) -> sitestate.SiteState:
+        """The probe's one site state (common/sitestate) from `fresh` (its fresh() results, if
+        the caller has them), assessed again only when they, its group facts or its loss
+        finding changed. probe_offline once it has had no stream for min_stale."""
+        if not self.is_up(probe) and self.clock() - probe.last_seen > self.min_stale:
+            return sitestate.offline()
+        results = list(self.fresh(probe)) if fresh is None else fresh
+        key = (probe.revision, len(results), id(probe.groups), probe.quality.finding())
+        done = probe.assessed
+        if done is not None and done.key == key:
+            return done.site
+        critical = {g.id: g.critical for g in probe.groups.values()}
+        site = sitestate.assess(results, critical, loss=key[3])
+        probe.assessed = _Assessed(key, probe.groups, site)
+        return site
+
     def fresh(self, probe: Probe) -> Iterator[pb.Result]:
         """The latest result of each check that is still fresh enough to be shown as current."""
         for _, result, _ in self.current(probe):
@@ -210,8 +311,8 @@ class State:
     def current(self, probe: Probe) -> Iterator[tuple[CheckKey, pb.Result, float]]:
         """fresh(), with each result's check key and started()."""
         now = self.clock()
-        since = probe.started
+        since, arrived = probe.started, probe.arrived
         for key, result in probe.latest.items():
-            at = since[key]
-            if now - at <= max(self.stale_intervals * result.interval_seconds, self.min_stale):
-                yield key, result, at
+            age = now - arrived[key]
+            if age <= max(self.stale_intervals * result.interval_seconds, self.min_stale):
+                yield key, result, since[key]

@@ -1,4 +1,4 @@
-"""The collector's status page: sites, probes and couriers at a glance, without Grafana.
+"""The collector's status page: each site's state and its causes at a glance, without Grafana.
 
 GET / serves one self-contained page (status.html: no external assets, the NOC's
 network may be closed) whose inline script renders GET /api/status, a JSON snapshot of the
@@ -20,17 +20,25 @@ from typing import Any
 from aiohttp import web
 
 from courierwatch.collector.state import Probe, State
+from courierwatch.common import sitestate
+from courierwatch.common.bounds import DEFAULT_MAX_STRING_BYTES, cut
 from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 COURIER_PORTS = (5223, 443)  # the primary port, then Apple's fallback
 MAX_FINDINGS = 8  # per probe; the page says how many more there are
-# Worst first. "probe down" is not a courier state: it says nothing about Apple.
-ORDER = ("down", "degraded", "probe down", "unknown", "ok")
+# Site states as the page orders them, worst first. An offline probe says nothing about Apple,
+# so it sorts below every state a working probe reports, but above ok.
+ORDER = (
+    sitestate.UNREACHABLE, sitestate.INTERCEPTED, sitestate.FILTERED, sitestate.DEGRADED,
+    sitestate.PROBE_OFFLINE, sitestate.OK,
+)  # fmt: skip
 
 
 def snapshot(state: State) -> dict[str, Any]:
-    """What the page shows, worst site first: JSON-ready, plain values only."""
+    """What the page (and /api/status) shows, worst site first: JSON-ready, plain values only.
+    Each probe has its site state and causes (common/sitestate, as on /metrics); a site's state
+    is its worst probe's, probe_offline only when no probe of it reports."""
     now = state.clock()
     by_site: dict[str, list[dict[str, Any]]] = {}
     for probe in state.probes():
@@ -48,17 +56,14 @@ def snapshot(state: State) -> dict[str, Any]:
 
 
 def _site_state(probes: Sequence[dict[str, Any]]) -> str:
-    """A site reaches Apple if any of its up probes does (as the alert rules judge it)."""
-    states = [p["state"] for p in probes if p["up"]]
-    if not states:
-        return "probe down"
-    best = ("ok", "degraded", "down", "unknown")
-    return min(states, key=best.index)
+    reporting = [p["state"] for p in probes if p["state"] != sitestate.PROBE_OFFLINE]
+    return min(reporting, key=ORDER.index) if reporting else sitestate.PROBE_OFFLINE
 
 
 def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
     results = list(state.fresh(probe))
-    up = state.is_up(probe)
+    site = state.site_state(probe, results)
+
     # Couriers first, then the groups the probe's catalog calls critical.
     def severity(result: pb.Result) -> tuple[bool, bool, str, str, int]:
         critical = state.group_facts(probe, result.group).critical
@@ -67,8 +72,10 @@ def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
     failing = sorted((r for r in results if r.outcome != pb.OUTCOME_OK), key=severity)
     return {
         "probe": probe.probe_id,
-        "up": up,
-        "state": (courier_state(results) or "unknown") if up else "probe down",
+        "up": state.is_up(probe),
+        "state": site.state,
+        "causes": [_cause(c) for c in site.causes],
+        "couriers": courier_state(results) or "no result",
         "last_seen": probe.last_seen,
         "version": probe.version,
         "pop": probe.pop,
@@ -76,9 +83,15 @@ def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
         "spool_depth": probe.health.spool_depth,
         "checks": len(results),
         "failing": len(failing),
-        "findings": [_finding(r, state.group_facts(probe, r.group).critical)
-                     for r in failing[:MAX_FINDINGS]],
+        "findings": [
+            _finding(r, state.group_facts(probe, r.group).critical) for r in failing[:MAX_FINDINGS]
+        ],
     }
+
+
+def _cause(cause: sitestate.Cause) -> dict[str, str]:
+    detail = cut(cause.detail, DEFAULT_MAX_STRING_BYTES)
+    return {"state": cause.state, "cause": cause.cause, "group": cause.group, "detail": detail}
 
 
 def _port_status(results: Sequence[pb.Result], port: int) -> str:

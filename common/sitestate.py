@@ -7,19 +7,23 @@ and group facts in, a SiteState out.
 States, worst first (the worst cause decides the colour):
 
     unreachable   Apple cannot be reached: no courier answers on any direct port for a network
-                  or DNS reason (the real outage), or a critical service group is down
+                  or DNS reason (the real outage), or no check of a critical service group works
     intercepted   TLS to Apple is inspected: a chain from an issuer Apple does not use
     filtered      a DNS filter or hijack answers Apple's names with addresses that are not Apple's
     degraded      push works, but something a site needs does not: the cause says what
     ok            nothing wrong
 
-`probe_offline` is the collector's word (no live stream): it is not derived from results.
+`probe_offline` is the collector's word (no live stream for its staleness): it is not derived
+from results. A critical group with some checks working, or a non-critical group failing, is
+`degraded` (group_down): the state says how bad, the cause and group say what.
 
 Precedence: a courier failure explained by filtering or interception is that finding, never
-`unreachable` as well, so the outage page does not fire beside the true cause. When every courier
-path is filtered or intercepted, push is effectively blocked: the cause's detail says both
-("push is blocked: ..."), and its state stays `filtered`/`intercepted`. Several causes hold at
-once; each is reported (one series each on /metrics).
+`unreachable` as well, so the outage page does not fire beside the true cause. A direct path
+that is lost while the proxy path works is `unreachable` (devices dial the couriers themselves
+unless set to use a proxy) with a `proxy_path` cause naming the proxy as the way that works.
+When every courier path is filtered or intercepted, push is effectively blocked: the cause's
+detail says both ("push is blocked: ..."), and its state stays `filtered`/`intercepted`.
+Several causes hold at once; each is reported (one series each on /metrics).
 """
 
 from __future__ import annotations
@@ -127,13 +131,22 @@ def assess(
     return SiteState(tuple(sorted(unique.values(), key=lambda c: (-c.severity, c.cause, c.group))))
 
 
+# A cause beside those above, filtered: the site's DNS filter blocked Apple names that its
+# devices asked for (a dns_clients pass over the Pi-hole's log: it hits the devices, where the
+# probe's own lookups may pass, e.g. a Pi-hole that exempts its own host).
+CLIENT_DNS_FILTER: Final = "client_dns_filter"
+_CLIENTS_CHECK: Final = "dns_clients"
+
+
 def _filtering_and_interception(results: Sequence[pb.Result], explained: set[int]) -> list[Cause]:
     found: dict[tuple[str, str, str], list[pb.Result]] = defaultdict(list)
     for result in results:
         if id(result) in explained:
             continue
         if result.outcome in _FILTER_OUTCOMES:
-            found[(FILTERED, _FILTER_OUTCOMES[result.outcome], result.group)].append(result)
+            cause = (CLIENT_DNS_FILTER if result.check == _CLIENTS_CHECK
+                     else _FILTER_OUTCOMES[result.outcome])  # fmt: skip
+            found[(FILTERED, cause, result.group)].append(result)
         elif result.outcome == pb.OUTCOME_TLS_INTERCEPTED:
             found[(INTERCEPTED, TLS_INSPECTION, result.group)].append(result)
         else:
@@ -180,22 +193,30 @@ def _couriers(results: Sequence[pb.Result], explained: set[int], proxy: str) -> 
     if down:
         if blocked or inspected:
             pass  # said above, and never an outage page beside the true cause
-        elif proxy_ok:
-            causes.append(
-                Cause(DEGRADED, PROXY_PATH, _PUSH,
-                      f"couriers answer only through {via}: devices without it get no push")
-            )  # fmt: skip
         else:
+            # Devices dial the couriers themselves unless told to use a proxy: for them this is
+            # the outage, even when the proxy path works (which is then a finding of its own).
             causes.append(Cause(UNREACHABLE, COURIERS_UNREACHABLE, _PUSH, _why(direct)))
-    elif primary and not primary_ok:
+            if proxy_ok:
+                causes.append(
+                    Cause(DEGRADED, PROXY_PATH, _PUSH,
+                          f"couriers answer only through {via}: only devices set to use it "
+                          "(by hand, MDM or PAC) get push")
+                )  # fmt: skip
+    elif primary and not primary_ok and not _filtered_or_inspected(primary):
         causes.append(Cause(DEGRADED, FALLBACK_ONLY, _PUSH, _why(primary) + "; 443 works"))
-    elif fallback and not fallback_ok and primary_ok:
+    elif fallback and not fallback_ok and primary_ok and not _filtered_or_inspected(fallback):
         causes.append(Cause(DEGRADED, NO_FALLBACK, _PUSH, "443 fallback: " + _why(fallback)))
-    proxied_primary = [r for r in proxied if r.port != FALLBACK_PORT]
-    if proxied_primary and not _works(proxied_primary):
+    # A courier port that never works through the proxy: refused (403), or credentials wanted
+    # (apsd has none to give).
+    by_port: dict[int, list[pb.Result]] = defaultdict(list)
+    for r in proxied:
+        by_port[r.port].append(r)
+    broken = [r for members in by_port.values() if not _works(members) for r in members]
+    if broken:
         causes.append(
             Cause(DEGRADED, PROXY_PATH, _PUSH,
-                  f"devices that need {via} cannot get push: {_why(proxied_primary)}")
+                  f"devices that need {via} cannot get push: {_why(broken)}")
         )  # fmt: skip
     for r in proxied:
         explained.add(id(r))
@@ -250,18 +271,29 @@ def _single_results(results: Sequence[pb.Result], explained: set[int]) -> list[C
 def _groups(
     results: Sequence[pb.Result], explained: set[int], critical: Mapping[str, bool]
 ) -> list[Cause]:
+    """A group with failures no other cause explains: `unreachable` when it is critical and
+    none of its checks works, `degraded` when it is not critical or still partly works."""
     failing: dict[str, list[pb.Result]] = defaultdict(list)
+    working: set[str] = set()
     couriers = any(r.check == "courier" for r in results)
     for r in results:
         if couriers and r.group == _PUSH:
             continue  # the couriers speak for the push group
-        if id(r) not in explained and r.outcome != pb.OUTCOME_OK:
+        if r.outcome == pb.OUTCOME_OK:
+            working.add(r.group)
+        elif id(r) not in explained:
             failing[r.group].append(r)
     return [
-        Cause(UNREACHABLE if critical.get(group, True) else DEGRADED, GROUP_DOWN, group,
-              _why(members))
+        Cause(UNREACHABLE if critical.get(group, True) and group not in working else DEGRADED,
+              GROUP_DOWN, group, _why(members))
         for group, members in failing.items()
     ]  # fmt: skip
+
+
+def _filtered_or_inspected(results: Sequence[pb.Result]) -> bool:
+    """Whether every failure among `results` is filtering or interception (their own cause)."""
+    return all(r.outcome in _FILTER_OUTCOMES or r.outcome == pb.OUTCOME_TLS_INTERCEPTED
+               for r in results if r.outcome != pb.OUTCOME_OK)  # fmt: skip
 
 
 def _works(results: Sequence[pb.Result]) -> bool:

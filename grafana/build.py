@@ -37,6 +37,30 @@ UP_DOWN = [
 ]
 
 
+# The site state as site:courierwatch_site_state:severity numbers it (recording.yml), coloured
+# as the status page colours it.
+SITE_STATES = [
+    {
+        "type": "value",
+        "options": {
+            "-1": {"text": "probe offline", "color": "#8e8e93", "index": 0},
+            "0": {"text": "ok", "color": "green", "index": 1},
+            "1": {"text": "degraded", "color": "yellow", "index": 2},
+            "2": {"text": "filtered", "color": "orange", "index": 3},
+            "3": {"text": "intercepted", "color": "dark-orange", "index": 4},
+            "4": {"text": "unreachable", "color": "red", "index": 5},
+        },
+    },
+]
+CAUSES_HELP = (
+    "Each cause of the site state (common/sitestate.py), worst state first; the status page "
+    "and /api/status add what was seen. unreachable: couriers_unreachable, or group_down of a "
+    "critical group; intercepted: tls_inspection; filtered: dns_filter, dns_hijack; degraded: "
+    "fallback_only, no_fallback, ipv6_broken, loss, clock_skew, provider_api_h2, proxy_path, "
+    "group_down."
+)
+
+
 def target(expr: str, legend: str = "", *, table: bool = False, instant: bool = False) -> Json:
     """A Prometheus query; `table` ones are instant queries shown as rows of labels, and
     `instant` ones only the latest value (sort() and bottomk() rank only instant queries)."""
@@ -263,6 +287,26 @@ def fleet() -> Json:
                 description="A probe down is the Pi or its path to the NOC, not Apple.",
             ),
             stat("Alerts firing", 'count(ALERTS{alertstate="firing"}) or vector(0)'),
+            panel(
+                "state-timeline",
+                "Site state",
+                target(f"site:courierwatch_site_state:severity{{{s}}}", "{{site}}"),
+                w=12,
+                h=10,
+                mappings=SITE_STATES,
+                description="The worst state of each site's probes, as the status page "
+                "colours it; an offline probe counts only when none of the site reports.",
+            ),
+            table(
+                "Causes now",
+                target(f'site_cause:courierwatch_site_cause:max{{{s}, pop=~"$pop"}}', table=True),
+                hide=("Value",),
+                sort="state",
+                w=12,
+                h=10,
+                overrides=[site_link()],
+                description=CAUSES_HELP,
+            ),
             table(
                 "Sites, worst first",
                 target(
@@ -387,6 +431,42 @@ def site() -> Json:
                 "{{state}}",
             ),
             label_stat("POP", f"max by (pop) (courierwatch_pop_info{{{s}}})", "{{pop}}"),
+            label_stat(
+                "Site state", f"max by (state) (courierwatch_site_state{{{s}}} == 1)", "{{state}}"
+            ),
+            stat("Causes", f"count(courierwatch_site_cause{{{s}}}) or vector(0)"),
+            panel(
+                "state-timeline",
+                "Site state",
+                target('site:courierwatch_site_state:severity{site="$site"}', "{{site}}"),
+                w=12,
+                h=6,
+                mappings=SITE_STATES,
+                description="The worst state of the site's probes, as on the status page.",
+            ),
+            table(
+                "Causes",
+                target(f"courierwatch_site_cause{{{s}}} == 1", table=True),
+                hide=("Value", "instance"),
+                w=12,
+                h=6,
+                description=CAUSES_HELP,
+            ),
+            panel(
+                "timeseries",
+                "Path loss by port",
+                target(f"courierwatch_path_loss_ratio{{{s}}}", "{{probe}} {{port}}"),
+                unit="percentunit",
+                description="Share of the recent direct connects that failed or needed a SYN "
+                "retransmission (>= 0.9 s). The loss cause starts at 10 % and ends below 3 %.",
+            ),
+            panel(
+                "timeseries",
+                "Connect jitter by port",
+                target(f"courierwatch_path_jitter_seconds{{{s}}}", "{{probe}} {{port}}"),
+                unit="s",
+                description="Mean absolute difference of consecutive connect times of a check.",
+            ),
             stat(
                 "Checks succeeding",
                 'site:courierwatch_check_success:ratio{site="$site"}',
@@ -515,6 +595,26 @@ def pop() -> Json:
                 target(f"max by (pop, site, probe) (courierwatch_pop_info{{{p}}})", table=True),
                 hide=("Value",),
                 overrides=[site_link()],
+            ),
+            panel(
+                "state-timeline",
+                "Site state by POP",
+                target(
+                    "site:courierwatch_site_state:severity"
+                    f" * on (site) group_left (pop) site:courierwatch_pop:current{{{p}}}",
+                    "{{pop}} · {{site}}",
+                ),
+                mappings=SITE_STATES,
+            ),
+            table(
+                "Causes by POP",
+                target(
+                    f"count by (pop, state, cause) (site_cause:courierwatch_site_cause:max{{{p}}})",
+                    table=True,
+                ),
+                columns={"Value": "Sites"},
+                sort="pop",
+                description=CAUSES_HELP,
             ),
             panel(
                 "bargauge",

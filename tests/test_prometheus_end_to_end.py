@@ -101,6 +101,15 @@ async def test_courier_lost_fires_for_the_blocked_site_only(tmp_path, apple):
                 assert {a["labels"]["site"] for a in await courier_lost()} == {"blocked"}
                 healthy = await prom.query('courierwatch_courier_state{site="healthy"}')
                 assert [r["metric"]["state"] for r in healthy] == ["ok"]
+                # The collector's site state says the same: the outage is the blocked site's.
+                states = await prom.query("courierwatch_site_state == 1")
+                assert ("blocked", "unreachable") in {
+                    (r["metric"]["site"], r["metric"]["state"]) for r in states
+                }
+                causes = await prom.query('courierwatch_site_cause{cause="couriers_unreachable"}')
+                assert [r["metric"]["site"] for r in causes] == ["blocked"]
+                loss = await prom.query('courierwatch_path_loss_ratio{site="healthy"}')
+                assert {r["metric"]["port"] for r in loss} >= {"5223", "443"}
 
 
 if __name__ == "__main__":

@@ -82,7 +82,45 @@ def test_every_alert_is_tested_firing_and_quiet():
         "AppleServiceGroupDegraded",
         "LatencyAboveBaseline",
         "PopWideIncident",
+        # One per cause of the site state (common/sitestate.py).
+        "CourierNoFallback",
+        "ProxyPath",
+        "Ipv6Broken",
+        "ProviderApiNoH2",
+        "PathLoss",
+        "ClockSkew",
     } <= names
+
+
+def seconds(duration: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smh])", duration))
+
+
+def test_an_inhibiting_alert_fires_no_later_than_what_it_inhibits():
+    """Otherwise the wrong page goes out first, and is only then silenced."""
+    durations: dict[str, list[int]] = {}
+    for rule in alert_rules():
+        durations.setdefault(rule["alert"], []).append(seconds(rule.get("for", "0s")))
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    for rule in config["inhibit_rules"]:
+        for source in alertnames(rule["source_matchers"]):
+            for target in alertnames(rule["target_matchers"]):
+                assert max(durations[source]) <= min(durations[target]), (source, target)
+
+
+def test_the_outage_alert_reads_only_the_couriers_unreachable_cause():
+    (lost,) = [r for r in alert_rules() if r["alert"] == "CourierReachabilityLost"]
+    assert lost["expr"].strip() == "site:courierwatch_couriers_unreachable:ratio == 1"
+    recording = {
+        rule["record"]: rule["expr"]
+        for path in RULES
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+    ratio = recording["site:courierwatch_couriers_unreachable:ratio"]
+    assert re.findall(r'cause="(\w+)"', ratio) == ["couriers_unreachable"]
 
 
 def test_every_alert_explains_itself():
@@ -133,44 +171,30 @@ def test_amtool_accepts_the_alertmanager_config_and_routes_by_severity():
         assert out.split()[0] == receiver
 
 
-@pytest.mark.integration
-async def test_alertmanager_inhibits_a_pop_s_sites_during_a_pop_incident(tmp_path):
-    # The shipped config, with its receivers pointed at a closed port on loopback.
+def alert(name: str, severity: str = "critical", **labels: str) -> dict:
+    return {"labels": {"alertname": name, "severity": severity, **labels}}
+
+
+async def assert_alertmanager_states(tmp_path, alerts: list[dict], expected: dict[str, str]):
+    """Posts `alerts` to a real Alertmanager running the shipped config (its receivers pointed
+    at a closed port on loopback); each ends in the expected state, keyed alertname/site/group
+    ("active" or "suppressed")."""
     config = yaml.safe_load(ALERTMANAGER.read_text())
     for receiver in config["receivers"]:
         for hook in receiver.get("webhook_configs", []):
             hook["url"] = "http://127.0.0.1:9/"
     (tmp_path / "am.yml").write_text(yaml.safe_dump(config))
 
-    def alert(name: str, **labels: str) -> dict:
-        return {"labels": {"alertname": name, "severity": "critical", **labels}}
-
     async with alertmanager(tmp_path / "am.yml", tmp_path) as am:
-        await am.post(
-            [
-                alert("PopWideIncident", pop="eu-central"),
-                alert("CourierReachabilityLost", site="a", pop="eu-central"),
-                alert("Courier5223Blocked", site="b", pop="eu-central", port="5223"),
-                alert("CourierReachabilityLost", site="d", pop="us-ne"),
-                alert("AppleServiceGroupDegraded", site="d", group="push"),
-                alert("AppleServiceGroupDegraded", site="e", group="push"),
-            ]
-        )
+        await am.post(alerts)
 
         async def states() -> dict[str, str]:
             return {
-                f"{a['labels']['alertname']}/{a['labels'].get('site', '')}": a["status"]["state"]
+                "/".join([a["labels"]["alertname"], a["labels"].get("site", ""),
+                          a["labels"].get("group", "")]).rstrip("/"): a["status"]["state"]
                 for a in await am.alerts()
-            }
+            }  # fmt: skip
 
-        expected = {
-            "PopWideIncident/": "active",
-            "CourierReachabilityLost/a": "suppressed",
-            "Courier5223Blocked/b": "suppressed",
-            "CourierReachabilityLost/d": "active",  # another POP
-            "AppleServiceGroupDegraded/d": "suppressed",  # said by the courier alert
-            "AppleServiceGroupDegraded/e": "active",
-        }
         seen: dict[str, str] = {}
 
         async def inhibited() -> bool:
@@ -182,6 +206,67 @@ async def test_alertmanager_inhibits_a_pop_s_sites_during_a_pop_incident(tmp_pat
             await am.wait_for(inhibited, 10, "inhibitions applied")
         except AssertionError:
             assert seen == expected
+
+
+@pytest.mark.integration
+async def test_alertmanager_inhibits_a_pop_s_sites_during_a_pop_incident(tmp_path):
+    await assert_alertmanager_states(
+        tmp_path,
+        [
+            alert("PopWideIncident", pop="eu-central"),
+            alert("CourierReachabilityLost", site="a", pop="eu-central"),
+            alert("Courier5223Blocked", site="b", pop="eu-central", port="5223"),
+            alert("CourierReachabilityLost", site="d", pop="us-ne"),
+            alert("AppleServiceGroupDegraded", site="d", group="push"),
+            alert("AppleServiceGroupDegraded", site="e", group="push"),
+        ],
+        {
+            "PopWideIncident": "active",
+            "CourierReachabilityLost/a": "suppressed",
+            "Courier5223Blocked/b": "suppressed",
+            "CourierReachabilityLost/d": "active",  # another POP
+            "AppleServiceGroupDegraded/d/push": "suppressed",  # said by the courier alert
+            "AppleServiceGroupDegraded/e/push": "active",
+        },
+    )
+
+
+@pytest.mark.integration
+async def test_alertmanager_inhibits_courier_and_group_alerts_while_filtering_or_interception_holds(
+    tmp_path,
+):
+    cause = {"pop": "eu-central"}
+    sinkhole = {"cause": "dns_filter", **cause}
+    await assert_alertmanager_states(
+        tmp_path,
+        [
+            # f: a Pi-hole sinks the courier names (and device_setup's); filtering holds.
+            alert("DNSFilteringOrHijack", site="f", group="push", **sinkhole),
+            alert("DNSFilteringOrHijack", site="f", group="device_setup", **sinkhole),
+            alert("CourierReachabilityLost", site="f", **cause),
+            alert("AppleServiceGroupDegraded", site="f", group="push"),
+            alert("AppleServiceGroupDegraded", site="f", group="device_setup"),
+            alert("AppleServiceGroupDegraded", "warning", site="f", group="icloud"),  # its own
+            # i: an inspection box re-signs the couriers; 5223 fails there too.
+            alert("TLSInterception", site="i", group="push", cause="tls_inspection", **cause),
+            alert("Courier5223Blocked", "warning", site="i", **cause),
+            alert("CourierNoFallback", "warning", site="i", **cause),
+            # o: a real outage, no filter: it pages.
+            alert("CourierReachabilityLost", site="o", pop="us-ne"),
+        ],
+        {
+            "DNSFilteringOrHijack/f/push": "active",
+            "DNSFilteringOrHijack/f/device_setup": "active",
+            "CourierReachabilityLost/f": "suppressed",
+            "AppleServiceGroupDegraded/f/push": "suppressed",
+            "AppleServiceGroupDegraded/f/device_setup": "suppressed",
+            "AppleServiceGroupDegraded/f/icloud": "active",
+            "TLSInterception/i/push": "active",
+            "Courier5223Blocked/i": "suppressed",
+            "CourierNoFallback/i": "suppressed",
+            "CourierReachabilityLost/o": "active",
+        },
+    )
 
 
 # --- The shipped rules in a real Prometheus ---------------------------------------------------
@@ -215,6 +300,20 @@ def exposition(now: float) -> str:
         add("courierwatch_pop_changes_total", 1, **probe)
         add("courierwatch_pop_last_change_timestamp_seconds", now - 3600, **probe)
         add("courierwatch_courier_state", 1, **probe, state="ok" if ok else "down")
+        # The site state the collector computes from the checks below.
+        for state in ("ok", "degraded", "filtered", "intercepted", "unreachable", "probe_offline"):
+            add("courierwatch_site_state", int(state == ("ok" if ok else "unreachable")),
+                **probe, state=state)  # fmt: skip
+        causes = [] if ok else [
+            ("unreachable", "couriers_unreachable", "push"),
+            ("intercepted", "tls_inspection", "device_setup"),
+            ("filtered", "dns_filter", "software_updates"),
+        ]  # fmt: skip
+        for state, cause, group in causes:
+            add("courierwatch_site_cause", 1, **probe, state=state, cause=cause, group=group)
+        for port in ("5223", "443"):
+            add("courierwatch_path_loss_ratio", 0.0, **probe, port=port)
+            add("courierwatch_path_jitter_seconds", 0.002, **probe, port=port)
         for group, critical in (("push", "true"), ("software_updates", "false"),
                                 ("device_setup", "true")):  # fmt: skip
             add("courierwatch_group_info", 1, **probe, group=group, title=group, critical=critical)
@@ -318,7 +417,8 @@ async def test_real_prometheus_fires_courier_lost_for_the_blocked_site_only(tmp_
             assert [(a["labels"]["site"], a["labels"]["pop"]) for a in fired] == [
                 ("blocked", "eu-central")
             ]
-            assert "Site blocked cannot reach" in fired[0]["annotations"]["summary"]
+            summary = fired[0]["annotations"]["summary"]
+            assert "Site blocked (POP eu-central) cannot reach" in summary
             assert "5223 refused" in fired[0]["annotations"]["description"]
 
             # Every dashboard query evaluates, and returns data for the blocked site.
@@ -327,6 +427,16 @@ async def test_real_prometheus_fires_courier_lost_for_the_blocked_site_only(tmp_
             )
             states = {a["labels"]["site"] for a in await lost()}
             assert states == {"blocked"}  # and still not the healthy site
+            # The site's other causes page by their own names, with the POP.
+            firing = {
+                (a["labels"]["alertname"], a["labels"].get("group"), a["labels"].get("pop"))
+                for a in await prom.alerts()
+                if a["state"] == "firing" and a["labels"].get("site") == "blocked"
+            }
+            assert {
+                ("TLSInterception", "device_setup", "eu-central"),
+                ("DNSFilteringOrHijack", "software_updates", "eu-central"),
+            } <= firing
     finally:
         await runner.cleanup()
 

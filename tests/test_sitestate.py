@@ -57,6 +57,8 @@ def test_interception_names_the_issuer():
     assert found.state == "intercepted"
     assert "issued by CN=Fortinet CA" in found.causes[0].detail
     assert not found.causes[0].detail.startswith("push is blocked")  # 443 still works
+    # 5223 fails because of the inspection: that is the cause, not a fallback_only beside it.
+    assert [c.cause for c in found.causes] == ["tls_inspection"]
 
 
 def test_fallback_only_and_no_fallback():
@@ -83,8 +85,11 @@ def test_proxy_refusing_5223_and_the_proxy_as_the_only_way():
     assert "devices that need the proxy proxy.site:3128 cannot get push" in found.causes[0].detail
     only = [r(outcome=pb.OUTCOME_REFUSED), r(port=443, outcome=pb.OUTCOME_REFUSED), r(via="proxy")]
     found = ss.assess(only, CRITICAL)
-    assert found.state == "degraded"
-    assert "only through the proxy" in found.causes[0].detail
+    # The devices' own path is lost (the outage); the proxy is named as the way that works.
+    assert [(c.state, c.cause) for c in found.causes] == [
+        ("unreachable", "couriers_unreachable"), ("degraded", "proxy_path")
+    ]
+    assert "only through the proxy" in found.causes[1].detail
 
 
 def test_clock_skew_provider_h2_and_loss():
@@ -135,3 +140,24 @@ def test_the_worst_cause_decides_and_each_cause_is_one_entry():
 def test_offline_is_the_collectors_word():
     assert ss.offline().state == "probe_offline"
     assert ss.STATES.index("probe_offline") == len(ss.STATES) - 1
+
+
+def test_a_critical_group_that_still_partly_works_is_degraded_not_unreachable():
+    results = [
+        r(), r(port=443),
+        r("tls", 443, pb.OUTCOME_REFUSED, "device_management", target="mdmenrollment.apple.com"),
+        r("tls", 443, OK, "device_management", target="deviceenrollment.apple.com"),
+    ]  # fmt: skip
+    found = ss.assess(results, CRITICAL)
+    assert [(c.state, c.cause, c.group) for c in found.causes] == [
+        ("degraded", "group_down", "device_management")
+    ]
+    assert "mdmenrollment.apple.com: 443 refused" in found.causes[0].detail
+
+
+def test_a_proxy_that_wants_credentials_on_443_is_a_proxy_path_finding():
+    results = [r(), r(port=443), r(via="proxy"),
+               r(port=443, via="proxy", outcome=pb.OUTCOME_PROXY_AUTH_REQUIRED)]  # fmt: skip
+    found = ss.assess(results, CRITICAL)
+    assert [(c.state, c.cause) for c in found.causes] == [("degraded", "proxy_path")]
+    assert found.causes[0].detail.endswith("courier.push.apple.com: 443 proxy_auth_required")

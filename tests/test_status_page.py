@@ -22,16 +22,21 @@ from courierwatch.collector.web import build_app
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 OK, REFUSED, TIMEOUT = pb.OUTCOME_OK, pb.OUTCOME_REFUSED, pb.OUTCOME_TIMEOUT
+SINKHOLE, SKEW = pb.OUTCOME_DNS_SINKHOLE, pb.OUTCOME_CLOCK_SKEW
+INTERCEPTED = pb.OUTCOME_TLS_INTERCEPTED
 # Markup a hostile or broken probe might send: it must be shown as text, never run.
 HOSTILE = '</script><script>window.pwned=1</script><img src=x onerror="window.pwned=2">'
 
 
 class Fleet:
-    """A collector State with three sites: ams-office healthy, ber-lab on the 443 fallback
-    with a hostile detail, cph-store whose probe is down."""
+    """A collector State with six sites: ams-office healthy; ber-lab on the 443 fallback and
+    its MDM vendor unreachable, with a hostile detail; cph-store whose probe has been gone for
+    two minutes; dub-dc whose couriers work but whose clock is off; edi-hq behind a DNS filter
+    that sinks the courier names; fra-dc whose 5223 goes through an inspection box."""
 
     def __init__(self) -> None:
-        self.state = State()
+        self.offset = 0.0  # seconds the state's clock is behind now
+        self.state = State(clock=lambda: time.time() - self.offset)
         self.seq = 0
         self.ams = self.probe("ams-office", "pi-ams-1")
         self.report(self.ams, couriers=(OK, OK))
@@ -40,9 +45,19 @@ class Fleet:
         self.report(
             ber, extra=[("mdm.example.net", 443, "tls", "device_management", TIMEOUT, HOSTILE)]
         )
+        self.offset = 120.0  # cph-store reported, then lost its stream, two minutes ago
         cph = self.probe("cph-store", "pi-cph-1")
         self.report(cph, couriers=(OK, OK))
         self.state.disconnect(cph)
+        self.offset = 0.0
+        dub = self.probe("dub-dc", "pi-dub-1")
+        self.report(dub, couriers=(OK, OK),
+                    extra=[("time.apple.com", 123, "ntp", "device_setup", SKEW,
+                            "clock off by +5.000 s")])  # fmt: skip
+        edi = self.probe("edi-hq", "pi-edi-1")
+        self.report(edi, couriers=(SINKHOLE, SINKHOLE))
+        fra = self.probe("fra-dc", "pi-fra-1")
+        self.report(fra, couriers=(INTERCEPTED, OK))
 
     def probe(self, site: str, probe_id: str):
         return self.state.connect(pb.Hello(site=site, probe_id=probe_id, software_version="0.1"))
@@ -52,6 +67,7 @@ class Fleet:
         probe,
         couriers: tuple[int, int] | None = None,
         extra: list[tuple[str, int, str, str, int, str]] = (),
+        family: str = "ipv4",
     ) -> None:
         rows = list(extra)
         if couriers:
@@ -72,10 +88,10 @@ class Fleet:
                 detail=detail,
                 interval_seconds=30,
                 via="direct",
-                address_family="ipv4",
+                address_family=family,
                 pop="eu-central" if check == "courier" else "",
             )
-            result.started_at.FromNanoseconds(time.time_ns())
+            result.started_at.FromNanoseconds(int(self.state.clock() * 1e9))
             results.append(result)
         self.state.apply(probe, results)
 
@@ -94,19 +110,94 @@ async def collector_http(state: State) -> AsyncIterator[str]:
 def test_snapshot_puts_the_worst_site_first_and_says_why():
     snap = status.snapshot(Fleet().state)
     assert [(s["site"], s["state"]) for s in snap["sites"]] == [
-        ("ber-lab", "degraded"),
-        ("cph-store", "probe down"),
+        ("ber-lab", "unreachable"),
+        ("fra-dc", "intercepted"),
+        ("edi-hq", "filtered"),
+        ("dub-dc", "degraded"),
+        ("cph-store", "probe_offline"),
         ("ams-office", "ok"),
     ]
-    assert snap["summary"] == {"degraded": 1, "probe down": 1, "ok": 1}
+    assert snap["summary"] == {
+        "unreachable": 1,
+        "intercepted": 1,
+        "filtered": 1,
+        "degraded": 1,
+        "probe_offline": 1,
+        "ok": 1,
+    }
     (ber,) = snap["sites"][0]["probes"]
     assert ber["ports"] == [{"port": 5223, "status": "refused"}, {"port": 443, "status": "ok"}]
     assert ber["pop"] == "eu-central" and ber["up"] and ber["failing"] == 2
+    # The worst cause decides; every cause is listed with what was seen.
+    assert [(c["state"], c["cause"], c["group"]) for c in ber["causes"]] == [
+        ("unreachable", "group_down", "device_management"),
+        ("degraded", "fallback_only", "push"),
+    ]
+    assert ber["causes"][1]["detail"] == "courier.push.apple.com: 5223 refused; 443 works"
+    assert ber["couriers"] == "degraded"
     # Couriers first, then the other failures.
     assert [(f["target"], f["outcome"]) for f in ber["findings"]] == [
         ("courier.push.apple.com", "refused"),
         ("mdm.example.net", "timeout"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("extra", "cause"),
+    [
+        (("time.apple.com", 123, "ntp", "device_setup", SKEW, "clock off by +90.0 s"),
+         "clock_skew"),
+        (("api.push.apple.com", 443, "tls", "push_provider", pb.OUTCOME_TLS_ALPN_MISMATCH,
+          "negotiated http/1.1, not h2"), "provider_api_h2"),
+    ],
+)  # fmt: skip
+def test_a_site_whose_clock_or_provider_api_is_dead_is_not_green(extra, cause):
+    fleet = Fleet()
+    probe = fleet.probe("fra-1", "pi-fra-1")
+    fleet.report(probe, couriers=(OK, OK), extra=[extra])
+    (site,) = [s for s in status.snapshot(fleet.state)["sites"] if s["site"] == "fra-1"]
+    assert site["state"] == "degraded"
+    (found,) = site["probes"][0]["causes"]
+    assert (found["cause"], found["detail"]) == (cause, f"{extra[0]}: {extra[5]}")
+
+
+def test_a_site_whose_ipv6_is_dead_is_not_green():
+    fleet = Fleet()
+    probe = fleet.probe("fra-1", "pi-fra-1")
+    fleet.report(probe, couriers=(OK, OK))  # over IPv4
+    fleet.report(probe, extra=[("courier.push.apple.com", 5223, "courier", "push", TIMEOUT, "")],
+                 family="ipv6")  # fmt: skip
+    (site,) = [s for s in status.snapshot(fleet.state)["sites"] if s["site"] == "fra-1"]
+    assert site["state"] == "degraded"
+    assert [c["cause"] for c in site["probes"][0]["causes"]] == ["ipv6_broken"]
+
+
+async def test_api_status_gives_state_causes_pop_and_last_seen_per_site_and_probe():
+    fleet = Fleet()
+    async with (
+        collector_http(fleet.state) as url,
+        aiohttp.ClientSession() as session,
+        session.get(url + "/api/status") as response,
+    ):
+        assert response.status == 200
+        data = await response.json()
+    edi = {s["site"]: s for s in data["sites"]}["edi-hq"]
+    (probe,) = edi["probes"]
+    assert (edi["state"], probe["probe"], probe["state"], probe["pop"]) == (
+        "filtered",
+        "pi-edi-1",
+        "filtered",
+        "eu-central",
+    )
+    assert probe["causes"] == [
+        {
+            "state": "filtered",
+            "cause": "dns_filter",
+            "group": "push",
+            "detail": "push is blocked: courier.push.apple.com",
+        }
+    ]
+    assert probe["last_seen"] == fleet.state.get(("edi-hq", "pi-edi-1")).last_seen
 
 
 async def test_api_and_page_are_served_with_the_data_inert():
@@ -260,8 +351,11 @@ async def test_a_person_sees_sites_couriers_and_findings_and_updates_without_rel
             "ber-lab",
             "cph-store",
             "degraded",
-            "probe down",
+            "probe offline",
             "pi-ber-1",
+            "fallback_only (push): courier.push.apple.com: 5223 refused; 443 works",
+            "clock_skew (device_setup): time.apple.com: clock off by +5.000 s",
+            "dns_filter (push): push is blocked: courier.push.apple.com",
             "eu-central",
             "refused",
             "timeout",
@@ -277,7 +371,21 @@ async def test_a_person_sees_sites_couriers_and_findings_and_updates_without_rel
             "[...document.querySelectorAll('td.site')]"
             ".map(td => td.innerText.replace(/\\s+/g, ' '))"
         )
-        assert sites == ["ber-lab degraded", "cph-store probe down", "ams-office ok"]
+        assert sites == ["ber-lab unreachable", "fra-dc intercepted", "edi-hq filtered",
+                         "dub-dc degraded", "cph-store probe offline", "ams-office ok"]  # fmt: skip
+        # Each site is coloured by its state: red, orange-red, orange, yellow, grey, green.
+        colours = await page.evaluate(
+            "Object.fromEntries([...document.querySelectorAll('td.site .state')]"
+            ".map(b => [b.textContent, getComputedStyle(b).backgroundColor]))"
+        )
+        assert colours == {
+            "unreachable": "rgb(255, 217, 214)",
+            "intercepted": "rgb(255, 185, 138)",
+            "filtered": "rgb(255, 216, 168)",
+            "degraded": "rgb(255, 241, 194)",
+            "probe offline": "rgb(230, 230, 234)",
+            "ok": "rgb(216, 245, 221)",
+        }
 
         # ams-office loses its couriers; the open page shows it by itself, without a reload.
         await page.evaluate("window.sameDocument = true")
@@ -285,10 +393,10 @@ async def test_a_person_sees_sites_couriers_and_findings_and_updates_without_rel
         sites = await page.until(
             "[...document.querySelectorAll('td.site')]"
             ".map(td => td.innerText.replace(/\\s+/g, ' '))"
-            ".filter(s => s.startsWith('ams-office down')).length"
+            ".filter(s => s.startsWith('ams-office unreachable')).length"
             " && [...document.querySelectorAll('td.site')]"
             ".map(td => td.innerText.replace(/\\s+/g, ' '))"
         )
-        assert sites[0] == "ams-office down"  # now the worst, so first
+        assert sites[0] == "ams-office unreachable"  # now the worst, so first
         assert await page.evaluate("window.sameDocument === true")
-        assert await page.evaluate("document.title") == "(2) courierwatch status"
+        assert await page.evaluate("document.title") == "(5) courierwatch status"
