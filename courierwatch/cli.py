@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import re
 import signal
+import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from courierwatch.common import __version__
@@ -18,6 +22,7 @@ from courierwatch.pki import PkiError
 if TYPE_CHECKING:
     from courierwatch.collector.server import Bound
     from courierwatch.discover import report as report_types
+    from courierwatch.probe.config import ProbeConfig
 
 log = logging.getLogger("courierwatch")
 
@@ -43,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("--config", metavar="FILE", required=True, help="probe YAML config")
     probe.add_argument("--insecure", action="store_true",
                        help="dev mode: plaintext, no certificate (logs a warning)")
+    _add_check_config(probe)
 
     collector = roles.add_parser(
         "collector", help="the central server: receive probe streams, serve /metrics",
@@ -53,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     collector.add_argument("--insecure", action="store_true",
                            help="dev mode: accept probes in plaintext without certificates, "
                            "for any site (logs a warning)")
+    _add_check_config(collector)
 
     up = roles.add_parser(
         "up", help="collector and a local probe in one process, on built-in defaults",
@@ -65,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="where to serve /metrics (default: 127.0.0.1:9474)")
     up.add_argument("--grpc", default="127.0.0.1:9475", metavar="HOST:PORT",
                     help="where the collector listens for the probe (default: 127.0.0.1:9475)")
+    _add_check_config(up)
 
     check = roles.add_parser(
         "check", help="run every check once and print a readiness report",
@@ -76,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true",
                        help="print the report as JSON (schema courierwatch.check/1)")
     check.add_argument("--all", action="store_true", help="also list every check, one line each")
+    _add_check_config(check)
 
     discover = roles.add_parser(
         "discover", help="what the site's devices ask Apple for, and what its DNS filter blocks",
@@ -125,48 +134,87 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_check_config(role: argparse.ArgumentParser) -> None:
+    role.add_argument("--check-config", action="store_true",
+                      help="validate the config file and exit (0: valid, 2: the error) without "
+                      "starting anything; for CI and systemd's ExecReload=")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    service = _Service()
+    if args.role in ("probe", "collector", "up"):
+        # Until the event loop takes SIGHUP over, it only asks for a reload (its default would
+        # kill the process): one asked for while the config was first read is not lost.
+        signal.signal(signal.SIGHUP, lambda *_: service.hangup.set())
     try:
-        code = _dispatch(args)
-    except (ConfigError, PkiError) as error:
+        code = _dispatch(args, service)
+    except (ConfigError, PkiError, StartError) as error:
         print(f"courierwatch: {error}", file=sys.stderr)
         code = 2
-    except OSError as error:  # e.g. a port already in use
+    except OSError as error:  # after a daemon started: systemd may restart it
         print(f"courierwatch: {error}", file=sys.stderr)
         code = 1
     sys.exit(code)
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, service: _Service) -> int:
     # Imported per role so that, say, `check` on a Pi does not load the collector.
-    if args.role == "check":
-        from courierwatch.probe.oneshot.run import check_once
-
-        return asyncio.run(check_once(args.config, as_json=args.json, show_all=args.all))
     if args.role == "pki":
         return _pki(args)
     if args.role == "discover":
         return _discover(args)
-    if args.role == "probe":
-        from courierwatch.probe.config import load_probe_config
-        from courierwatch.probe.daemon import run_probe
-
-        probe_config = load_probe_config(args.config, insecure=args.insecure)
-        return _run_until_signal(lambda stop: run_probe(probe_config, stop))
     if args.role == "collector":
-        from courierwatch.collector.config import load_collector_config
-        from courierwatch.collector.server import serve
+        return _collector(args, service)
+    from courierwatch.probe.config import load_probe_config
 
-        collector_config = load_collector_config(args.config, insecure=args.insecure)
-        return _run_until_signal(lambda stop: serve(collector_config, stop, _announce))
-    from courierwatch.allinone import run_up, up_config
+    def load() -> ProbeConfig:
+        daemon = args.role == "probe"  # `check` and `up` need no identity
+        return load_probe_config(
+            args.config, require_identity=daemon, insecure=daemon and args.insecure
+        )
 
-    configs = up_config(args.config, http=args.http, grpc=args.grpc)
-    return _run_until_signal(lambda stop: run_up(*configs, stop))
+    if args.check_config:
+        config = load()
+        print(f"{config.source}: ok, {len(config.targets)} checks")
+        return 0
+    if args.role == "check":
+        from courierwatch.probe.oneshot.run import check_once
+
+        return asyncio.run(check_once(args.config, as_json=args.json, show_all=args.all))
+    from courierwatch.probe.daemon import Reloads, run_probe
+
+    config = load()
+    if args.role == "probe":
+        return _run_until_signal(service, run_probe(
+            config, service.stop, reloads=Reloads(service.hangup, load), on_ready=service.ready
+        ))  # fmt: skip
+    from courierwatch.allinone import run_up, up_collector
+
+    return _run_until_signal(service, run_up(
+        up_collector(http=args.http, grpc=args.grpc), config, service.stop,
+        reloads=Reloads(service.hangup, load), on_ready=service.ready,
+    ))  # fmt: skip
+
+
+def _collector(args: argparse.Namespace, service: _Service) -> int:
+    from courierwatch.collector.config import load_collector_config
+
+    config = load_collector_config(args.config, insecure=args.insecure)
+    if args.check_config:
+        print(f"{config.source}: ok")
+        return 0
+    from courierwatch.collector.server import serve
+
+    def announce(bound: Bound) -> None:
+        service.ready()
+        # One line on stdout that scripts (and the end-to-end tests) can wait for.
+        print(f"collector ready: grpc={bound.grpc} metrics={bound.metrics_url}", flush=True)
+
+    return _run_until_signal(service, serve(config, service.stop, announce))
 
 
 def _pki(args: argparse.Namespace) -> int:
@@ -255,27 +303,72 @@ def dns_filter_advice() -> report_types.Advisor:
     return Advice()
 
 
-def _announce(bound: Bound) -> None:
-    # One line on stdout that scripts (and the end-to-end tests) can wait for.
-    print(f"collector ready: grpc={bound.grpc} metrics={bound.metrics_url}", flush=True)
+@dataclass(slots=True)
+class _Service:
+    """What a daemon gets from the command line: its signals, and a way to say it is up."""
+
+    stop: asyncio.Event = field(default_factory=asyncio.Event)  # SIGINT, SIGTERM
+    hangup: asyncio.Event = field(default_factory=asyncio.Event)  # SIGHUP: reload the config
+    started: bool = False
+
+    def ready(self) -> None:
+        self.started = True
 
 
-def _run_until_signal(job: Callable[[asyncio.Event], Awaitable[None]]) -> int:
+class StartError(Exception):
+    """A daemon could not start here (a port in use, a spool it cannot create): one line, and
+    exit status 2, as for a configuration error: retrying unchanged cannot help."""
+
+
+def _run_until_signal(service: _Service, job: Coroutine[None, None, None]) -> int:
     async def main() -> None:
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await job(stop)
+            loop.add_signal_handler(signum, service.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, service.hangup.set)
+        await job
 
     try:
         asyncio.run(main())
-    except ExceptionGroup as group:
+    except Exception as error:
         # A task group wraps what failed in it; an operator needs the one error, not the wrap.
-        leaf: BaseException = group
+        leaf: BaseException = error
         while isinstance(leaf, BaseExceptionGroup) and len(leaf.exceptions) == 1:
             leaf = leaf.exceptions[0]
-        if isinstance(leaf, OSError | ConfigError):
+        if isinstance(leaf, ConfigError):
+            raise leaf from None
+        if not service.started and (reason := _start_failure(leaf)):
+            raise StartError(f"cannot start: {reason}") from None
+        if isinstance(leaf, OSError):
             raise leaf from None
         raise
     return 0
+
+
+# gRPC's words for an address it could not listen on (it says no more).
+_GRPC_BIND = re.compile(r"Failed to bind to address (\S+?);")
+
+
+def _start_failure(error: BaseException) -> str | None:
+    """One line for what stopped a daemon from starting, if it was its environment."""
+    if isinstance(error, OSError):
+        if error.filename:
+            return f"{error.filename}: {error.strerror}"
+        return error.strerror or str(error)
+    if isinstance(error, RuntimeError) and (bind := _GRPC_BIND.match(str(error))):
+        return f"gRPC cannot listen on {bind[1]}: {_bind_problem(bind[1])}"
+    return None
+
+
+def _bind_problem(address: str) -> str:
+    """Why `address` cannot be listened on, found by trying it once more."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        socket.create_server((host, int(port)), family=family).close()
+    except OSError as error:
+        return os.strerror(error.errno) if error.errno else str(error)
+    except ValueError as error:
+        return str(error)
+    return "the address is in use or not available"

@@ -106,3 +106,50 @@ async def test_up_prints_the_metrics_url_and_serves_results(tmp_path, apple):
                      check="tls", group="push", family="ipv4", via="direct", pop="eu-central")
         samples = await wait_for_metrics(url, [wanted], 30)
         assert samples[wanted] == 1
+
+
+
+def role_config(tmp_path, role: str) -> dict:
+    """A valid config for `role`, whose state and spool would go in tmp_path."""
+    if role == "collector":
+        return {"listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
+                "transport": {"insecure": True}, "state_dir": str(tmp_path / "state")}
+    config = {"catalog": {"groups": []}, "families": ["ipv4"],
+              "spool": {"path": str(tmp_path / "state" / "spool.sqlite")},
+              "targets": [{"host": "127.0.0.1", "port": 443, "check": "tcp"}]}
+    if role == "probe":
+        config.update(site="ams-office", collectors=["127.0.0.1:9475"],
+                      transport={"insecure": True})
+    return config
+
+
+@pytest.mark.parametrize("role", ["probe", "collector", "up", "check"])
+def test_check_config_validates_and_starts_nothing(tmp_path, role):
+    path = tmp_path / f"{role}.yaml"
+    path.write_text(yaml.safe_dump(role_config(tmp_path, role)))
+    done = run(role, "--config", str(path), "--check-config")
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == (f"{path}: ok\n" if role == "collector" else f"{path}: ok, 1 checks\n")
+    assert not (tmp_path / "state").exists()  # no spool, no store: nothing started
+
+
+@pytest.mark.parametrize("role", ["probe", "collector", "up", "check"])
+def test_check_config_of_a_bad_file_is_its_one_line_error(tmp_path, role):
+    config = role_config(tmp_path, role)
+    if role == "collector":
+        config["listen"]["http"] = "127.0.0.1:99999"
+    else:
+        config["targets"][0]["port"] = 99999
+    path = tmp_path / f"{role}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    done = run(role, "--config", str(path), "--check-config")
+    assert (done.returncode, done.stdout) == (2, "")
+    (line,) = done.stderr.splitlines()
+    field = "listen.http" if role == "collector" else "targets[0].port"
+    assert line.startswith(f"courierwatch: {path}:") and f": {field}: " in line
+
+
+def test_check_config_without_a_file_checks_the_built_in_defaults():
+    done = run("up", "--check-config")
+    assert done.returncode == 0
+    assert done.stdout.startswith("<built-in defaults>: ok, ") and " checks" in done.stdout

@@ -67,15 +67,23 @@ def test_units_run_with_least_privilege(role):
         assert one(key) == "yes", key
     assert set(one("RestrictAddressFamilies").split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
     assert service["SystemCallFilter"][0] == "@system-service"
-    assert one("Restart") == "on-failure"
-    assert one("RestartPreventExitStatus") == "2"  # a config error: restarting cannot help
+    # Any death systemctl did not ask for, even by SIGHUP or with status 0, is restarted...
+    assert one("Restart") == "always"
+    assert one("RestartPreventExitStatus") == "2"  # ...but a config error: restarting cannot help
     assert one("ExecStart").split()[1:] == [role, "--config", f"/etc/courierwatch/{role}.yaml"]
+    # A reload checks the file first (a bad one fails the reload), then asks by SIGHUP.
+    check, signal = service["ExecReload"]
+    assert check.split() == [one("ExecStart").split()[0], role, "--check-config",
+                             "--config", f"/etc/courierwatch/{role}.yaml"]  # fmt: skip
+    assert signal == "/bin/kill -HUP $MAINPID"
 
 
 @pytest.mark.parametrize("role", ["probe", "collector"])
-def test_the_units_command_line_is_one_courierwatch_accepts(role, tmp_path):
-    """ExecStart's arguments reach the config loader (not an argparse usage error)."""
-    argv = unit(f"courierwatch-{role}.service")["Service"]["ExecStart"][0].split()[1:]
+@pytest.mark.parametrize("line", ["ExecStart", "ExecReload"])
+def test_the_units_command_line_is_one_courierwatch_accepts(role, line, tmp_path):
+    """ExecStart's and the check of ExecReload's arguments reach the config loader (not an
+    argparse usage error)."""
+    argv = unit(f"courierwatch-{role}.service")["Service"][line][0].split()[1:]
     missing = str(tmp_path / f"{role}.yaml")
     argv[argv.index("--config") + 1] = missing
     done = subprocess.run(
