@@ -16,15 +16,19 @@ import difflib
 import hashlib
 import ipaddress
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, ClassVar, Final, TypeVar
 
 import yaml
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from courierwatch.common.addresses import is_ip
 
@@ -38,7 +42,9 @@ __all__ = [
     "TransportConfig",
     "describe",
     "digest",
+    "format_duration",
     "from_text",
+    "read_file",
     "read_transport",
     "read_yaml",
     "split_host_port",
@@ -46,6 +52,7 @@ __all__ = [
     "to_bool",
     "to_choice",
     "to_duration",
+    "to_duration_between",
     "to_float",
     "to_host",
     "to_int",
@@ -83,6 +90,52 @@ class ConfigError(Exception):
 
 # --- loading -------------------------------------------------------------------------------------
 
+# Every file a config names is read whole, so each read is capped: a config (or a PEM bundle such
+# as the system's, about 220 KB) is far below this, and /dev/zero or a stray log is not read into
+# memory. Only regular files are read: a FIFO would block, a device never ends.
+MAX_FILE_BYTES: Final = 1024 * 1024
+# Shapes a config never needs and a hostile or mangled file may have: deeper nesting than any
+# key path, more values than max_targets_per_probe targets have (aliases counted as often as they
+# are used: "billion laughs"), and integers no field could take (int() of 5,000 digits refuses).
+MAX_DEPTH: Final = 32
+MAX_VALUES: Final = 100_000
+MAX_DIGITS: Final = 30
+
+
+def read_file(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most `limit` bytes; ValueError(reason) otherwise."""
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just after).
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as exc:
+        raise ValueError(exc.strerror or str(exc)) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            data = file.read(limit + 1)
+    except OSError as exc:  # e.g. /proc/self/mem
+        raise ValueError(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // 1024} KiB")
+    return data
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+_TIMESTAMP_TAG: Final = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_INT_TAG: Final = "tag:yaml.org,2002:int"
+# Plain values, lists and mappings; `<<` merges (as a key). No dates, bytes, sets or objects:
+# nothing in a config takes them, and each would reach a getter as a type it does not expect.
+_PLAIN_TAGS: Final = frozenset(
+    f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")
+)
+
 
 class _Map(dict[Any, Any]):
     """A YAML mapping that knows its own line and the line of each key."""
@@ -103,15 +156,109 @@ class _Seq(list[Any]):
         self.item_lines = item_lines
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """A document shape a config does not take; `field` is where, as a Section names it."""
+
+    def __init__(self, field: str, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem=message, problem_mark=mark)
+        self.field = field
+
+
+def _field(path: Iterable[Any]) -> str:
+    """Parts of a key path ("catalog", "groups", 1) as a Section names it: catalog.groups[1]."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
 class LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences remember their (1-based) source lines."""
+    """SafeLoader whose mappings and sequences remember their (1-based) source lines, which
+    refuses nesting deeper than MAX_DEPTH, and for which a date is a plain string."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._path: list[Any] = []  # key path of the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        # SafeLoader's composer recurses per level: refuse depth before Python's stack does.
+        part = index.value if isinstance(index, yaml.ScalarNode) else index
+        self._path.append("?" if part is None and parent is not None else part)
+        try:
+            if len(self._path) > MAX_DEPTH:
+                raise _Refused(
+                    _field(p for p in self._path[1:] if p is not None),
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    self.peek_event().start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._path.pop()
 
 
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
+def _tag_name(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!", 1)
 
 
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+def _vet(root: yaml.Node) -> None:
+    """Refuse what the document must not hold, before anything is built from it: tags other than
+    plain ones, huge integers, an alias inside what it names, and more than MAX_VALUES values
+    with every alias expanded. Each node is looked at once: an alias adds the size it already has.
+    """
+    sizes: dict[int, int] = {}  # id(node) -> values it stands for, aliases expanded
+    walking: set[int] = set()
+    total = 0
+
+    def walk(node: yaml.Node, path: tuple[Any, ...], line_node: yaml.Node, key: bool) -> None:
+        nonlocal total
+        here = id(node)
+        field = _field(path)
+        if here in walking:
+            raise _Refused(field, "a YAML alias inside the value it names", line_node.start_mark)
+        if here in sizes:  # an alias of a value seen before: it counts again
+            total += sizes[here]
+        else:
+            tag = node.tag
+            if tag not in _PLAIN_TAGS and not (tag == _MERGE_TAG and key):
+                raise _Refused(
+                    field,
+                    f"the YAML tag {_tag_name(tag)} is not taken: write a plain value, "
+                    "list or mapping",
+                    node.start_mark,
+                )
+            if tag == _INT_TAG and len(node.value) > MAX_DIGITS:
+                raise _Refused(
+                    field, f"a number with more than {MAX_DIGITS} digits", node.start_mark
+                )
+            walking.add(here)
+            before = total
+            total += 1
+            if isinstance(node, yaml.SequenceNode):
+                for index, item in enumerate(node.value):
+                    walk(item, (*path, index), item if id(item) not in sizes else line_node, False)
+            elif isinstance(node, yaml.MappingNode):
+                for key_node, value in node.value:
+                    name = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                    walk(key_node, path, key_node, True)
+                    walk(value, (*path, name), key_node, False)
+            walking.discard(here)
+            sizes[here] = total - before
+        if total > MAX_VALUES:
+            raise _Refused(
+                field,
+                f"more than {MAX_VALUES} values (YAML aliases count each time they are used)",
+                line_node.start_mark,
+            )
+
+    walk(root, (), root, False)
 
 
 def _construct_map(loader: LineLoader, node: yaml.MappingNode) -> Iterator[_Map]:
@@ -170,9 +317,9 @@ def read_yaml(path: str | None) -> Document:
     if path is None:
         return Document(Section(_Map(0), BUILTIN), digest(b""))
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, 0, "", f"cannot read: {exc.strerror or exc}") from None
+        data = read_file(path)
+    except ValueError as exc:
+        raise ConfigError(path, 0, "", f"cannot read: {exc}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -182,8 +329,15 @@ def read_yaml(path: str | None) -> Document:
 
 
 def _parse(text: str, source: str) -> _Map:
+    loader = LineLoader(text)  # a SafeLoader: no arbitrary objects
     try:
-        data = yaml.load(text, Loader=LineLoader)  # a SafeLoader: no arbitrary objects
+        node = loader.get_single_node()
+        if node is not None:
+            _vet(node)
+        data = None if node is None else loader.construct_document(node)
+    except _Refused as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise ConfigError(source, line, exc.field, str(exc.problem)) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
@@ -194,8 +348,10 @@ def _parse(text: str, source: str) -> _Map:
         problem = f"character #x{exc.character:04x} is not allowed"
         raise ConfigError(source, line, "", f"invalid YAML: {problem}") from None
     except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        # E.g. a timestamp-shaped value that is no date (2024-02-30): no position to report.
+        # What the vetting cannot see before construction; no position to report.
         raise ConfigError(source, 0, "", f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if data is None:  # empty file, or only comments
         return _Map(0)
     if not isinstance(data, _Map):
@@ -242,8 +398,16 @@ def _bounds(what: str, low: float | None, high: float | None) -> str:
     return what
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)  # bool is an int
+def _finite(value: Any) -> float | None:
+    """A YAML number as a finite float; None for anything else (bool is an int, too big an int
+    has no float)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def to_str(pattern: re.Pattern[str] | None = None, what: str = "a string") -> Callable[[Any], str]:
@@ -292,15 +456,15 @@ def to_float(
     what = "a number > 0" if positive and max is None else _bounds("a number", min, max)
 
     def convert(value: Any) -> float:
+        number = _finite(value)
         if (
-            not _is_number(value)
-            or not math.isfinite(value)
-            or (positive and value <= 0)
-            or (min is not None and value < min)
-            or (max is not None and value > max)
+            number is None
+            or (positive and number <= 0)
+            or (min is not None and number < min)
+            or (max is not None and number > max)
         ):
             raise ValueError(f"must be {what}, got {describe(value)}")
-        return float(value)
+        return number
 
     return convert
 
@@ -316,20 +480,47 @@ _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+\s*")
 
 
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, str) and len(value) <= 64 and _DURATION.fullmatch(value):
+        seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(value))
+        return seconds if math.isfinite(seconds) else None
+    return _finite(value)
+
+
 def to_duration(value: Any) -> float:
     """Seconds > 0: a number of seconds, or a string such as "500ms", "30s", "2m", "1h30m", "7d"."""
-    if _is_number(value):
-        seconds = float(value)
-    elif isinstance(value, str) and _DURATION.fullmatch(value):
-        seconds = sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(value))
-    else:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
+    seconds = _seconds(value)
+    if seconds is None or seconds <= 0:
         raise ValueError(
             "must be a duration > 0 such as 30s, 2m, 1h or 500ms (a number means seconds), "
             f"got {describe(value)}"
         )
     return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds in the largest unit that writes them whole: 0.1 -> 100ms, 90 -> 90s, 86400 -> 1d."""
+    for unit in ("d", "h", "m", "s"):
+        size = _UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s" if seconds >= 1 else f"{seconds * 1000:g}ms"
+
+
+def to_duration_between(low: float, high: float) -> Callable[[Any], float]:
+    """A duration from `low` to `high` seconds; the error says both in units, as written."""
+    bounds = f"from {format_duration(low)} to {format_duration(high)}"
+
+    def convert(value: Any) -> float:
+        seconds = _seconds(value)
+        if seconds is None or not low <= seconds <= high:
+            raise ValueError(
+                f"must be a duration {bounds} (a number means seconds; units ms, s, m, h, d), "
+                f"got {describe(value)}"
+            )
+        return seconds
+
+    return convert
 
 
 def _did_you_mean(name: Any, choices: Iterable[str], *, list_all: bool) -> str:
@@ -537,8 +728,12 @@ class Section:
     ) -> float | D:
         return self.value(key, to_float(min, max, positive=positive), default)
 
-    def duration(self, key: str, default: D = REQUIRED) -> float | D:
-        return self.value(key, to_duration, default)
+    def duration(
+        self, key: str, default: D = REQUIRED, *, within: tuple[float, float] | None = None
+    ) -> float | D:
+        """Seconds > 0, or `within` (low, high) seconds."""
+        convert = to_duration if within is None else to_duration_between(*within)
+        return self.value(key, convert, default)
 
     def boolean(self, key: str, default: D = REQUIRED) -> bool | D:
         return self.value(key, to_bool, default)
@@ -547,10 +742,6 @@ class Section:
         """A path that need not exist yet (a file the program creates), '~' expanded and
         relative to the config file's directory; an existing directory is an error."""
         return self.value(key, self._writable, default)
-
-    def file(self, key: str, default: D = REQUIRED) -> str | D:
-        """Path of a readable file; relative paths are taken from the config file's directory."""
-        return self.value(key, self.readable, default)
 
     # -- lists --
 
@@ -571,9 +762,6 @@ class Section:
 
     def strings(self, key: str) -> tuple[str, ...]:
         return self.list_of(key, to_str())
-
-    def files(self, key: str) -> tuple[str, ...]:
-        return self.list_of(key, self.readable)
 
     # -- nesting --
 
@@ -613,19 +801,45 @@ class Section:
 
     def _writable(self, value: Any) -> str:
         path = self._resolve(value)
-        if path.is_dir():
+        try:
+            mode = path.stat().st_mode
+        except OSError:  # not there yet (or not visible): whoever writes it will say
+            return str(path)
+        if stat.S_ISDIR(mode):
             raise ValueError(f"{str(path)!r} is a directory; name a file in it")
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{str(path)!r} is not a regular file")
         return str(path)
+
+    def contents(self, value: Any) -> tuple[str, bytes]:
+        """A file's path (relative to the config file's directory) and its bytes, read now
+        (regular files of at most MAX_FILE_BYTES)."""
+        path = self._resolve(value)
+        try:
+            return str(path), read_file(path)
+        except ValueError as exc:
+            raise ValueError(f"cannot read {str(path)!r}: {exc}") from None
 
     def readable(self, value: Any) -> str:
         """A converter: the path of a readable file, relative to the config file's directory."""
-        path = self._resolve(value)
+        return self.contents(value)[0]
+
+    def pem(self, value: Any, load: Callable[[bytes], T], what: str) -> tuple[str, T]:
+        """A file's path and what `load` makes of its bytes (ValueError or TypeError if they
+        are not `what`, e.g. "a PEM certificate")."""
+        path, data = self.contents(value)
         try:
-            with path.open("rb"):
-                pass
-        except OSError as exc:
-            raise ValueError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
-        return str(path)
+            return path, load(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise ValueError(f"{path!r} is not {what}") from None
+
+    def certificate_file(self, value: Any) -> str:
+        """A converter: the path of a PEM file of CA certificates, parsed now so that a wrong
+        file is this error and not every TLS check failing its handshake."""
+        return self.pem(value, x509.load_pem_x509_certificates, "a PEM certificate")[0]
+
+    def certificate_files(self, key: str) -> tuple[str, ...]:
+        return self.list_of(key, self.certificate_file)
 
 
 # --- shared pieces --------------------------------------------------------------------------------
@@ -647,7 +861,7 @@ _TRANSPORT_FILES: Final = ("ca", "cert", "key")
 def read_transport(
     sec: Section, *, required: bool = True, insecure: bool = False
 ) -> TransportConfig:
-    """The `transport` mapping. Unless insecure, ca, cert and key must be readable files.
+    """The `transport` mapping. Unless insecure, ca, cert and key must be PEM files that fit.
 
     required=False (a role that sends nothing) only checks the shape. With insecure: true (or
     insecure=True: the command line's --insecure) the files are unused, so they are neither
@@ -661,34 +875,33 @@ def read_transport(
     for name in _TRANSPORT_FILES:
         if not sec.has(name):
             raise sec.error("mTLS material is required unless transport.insecure is true", name)
-    transport = TransportConfig(False, sec.file("ca"), sec.file("cert"), sec.file("key"))
-    _check_tls_material(sec, transport)
-    return transport
-
-
-def _check_tls_material(sec: Section, transport: TransportConfig) -> None:
-    """Parse the files now: a wrong or expired file must be a config error naming the field,
-    not a gRPC failure to bind, or a probe retrying for ever."""
-    assert transport.ca and transport.cert and transport.key
+    # Parsed now: a wrong or expired file must be a config error naming the field, not a gRPC
+    # failure to bind, or a probe retrying for ever.
     now = datetime.datetime.now(datetime.UTC)
-    try:
-        anchors = x509.load_pem_x509_certificates(Path(transport.ca).read_bytes())
-    except ValueError:
-        raise sec.error("not a PEM certificate (the CA that signed the other side)", "ca") from None
-    try:
-        own = x509.load_pem_x509_certificates(Path(transport.cert).read_bytes())[0]
-    except ValueError:
-        raise sec.error("not a PEM certificate", "cert") from None
+    ca, anchors = sec.value("ca", _loader(sec, x509.load_pem_x509_certificates, _CA_WHAT))
+    cert, chain = sec.value(
+        "cert", _loader(sec, x509.load_pem_x509_certificates, "a PEM certificate")
+    )
+    own = chain[0]
     if own.not_valid_after_utc < now:
         raise sec.error(f"the certificate expired on {own.not_valid_after_utc:%Y-%m-%d}", "cert")
-    try:
-        key = serialization.load_pem_private_key(Path(transport.key).read_bytes(), None)
-    except (ValueError, TypeError):
-        raise sec.error("not an unencrypted PEM private key", "key") from None
-    if key.public_key().public_bytes(*_SPKI) != own.public_key().public_bytes(*_SPKI):
+    key, private = sec.value("key", _loader(sec, _private_key, "an unencrypted PEM private key"))
+    if private.public_key().public_bytes(*_SPKI) != own.public_key().public_bytes(*_SPKI):
         raise sec.error("this key does not belong to transport.cert", "key")
     if not any(a.not_valid_after_utc >= now for a in anchors):
         raise sec.error("every certificate in it has expired", "ca")
+    return TransportConfig(False, ca, cert, key)
+
+
+_CA_WHAT: Final = "a PEM certificate (the CA that signed the other side)"
+
+
+def _loader(sec: Section, load: Callable[[bytes], T], what: str) -> Callable[[Any], tuple[str, T]]:
+    return lambda value: sec.pem(value, load, what)
+
+
+def _private_key(data: bytes) -> PrivateKeyTypes:
+    return serialization.load_pem_private_key(data, None)
 
 
 _SPKI: Final = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)

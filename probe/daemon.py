@@ -80,6 +80,8 @@ def hello(config: ProbeConfig) -> pb.Hello:
         software_version=__version__,
         config_digest=config.digest,
         groups=[pb.GroupInfo(id=g.id, title=g.title, critical=g.critical) for g in config.groups],
+        families=list(config.families),
+        families_reason=config.families_reason,
     )
 
 

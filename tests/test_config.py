@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import pickle
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 import trustme
+import yaml
 
 from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.common.configfile import (
@@ -18,7 +22,7 @@ from courierwatch.common.configfile import (
     read_yaml,
     to_duration,
 )
-from courierwatch.probe import catalog
+from courierwatch.probe import catalog, families
 from courierwatch.probe.config import ProbeConfig, load_probe_config
 from courierwatch.probe.net.proxy import ProxySettings
 from courierwatch.probe.targets import expand
@@ -177,8 +181,8 @@ def test_bad_duration(tmp_path: Path) -> None:
         """,
     )
     assert probe_error(path) == (
-        f"{path}:5: targets[0].interval: must be a duration > 0 such as 30s, 2m, 1h or 500ms "
-        "(a number means seconds), got '30x'"
+        f"{path}:5: targets[0].interval: must be a duration from 1s to 1d (a number means "
+        "seconds; units ms, s, m, h, d), got '30x'"
     )
 
 
@@ -191,7 +195,7 @@ def test_timeout_longer_than_interval(tmp_path: Path) -> None:
         """,
     )
     assert probe_error(path) == (
-        f"{path}:2: targets[0].timeout: must not exceed the interval (5s), got 6s"
+        f"{path}:2: targets[0].timeout: must be shorter than the interval (5s), got 6s"
     )
 
 
@@ -199,7 +203,7 @@ def test_unknown_check_kind(tmp_path: Path) -> None:
     path = write(tmp_path, "targets:\n  - {host: a.example, port: 443, check: tpc}\n")
     assert probe_error(path) == (
         f"{path}:2: targets[0].check: unknown check kind 'tpc' "
-        "(did you mean 'tcp'? valid: courier, dns, http, ntp, tcp, tls)"
+        "(did you mean 'tcp'? valid: courier, dns, dns_clients, http, ntp, tcp, tls)"
     )
 
 
@@ -302,8 +306,8 @@ def test_catalog_override_that_crosses_the_catalog_timeout(tmp_path: Path) -> No
     short = push.timeout / 2
     path = write(tmp_path, f"catalog:\n  settings:\n    push: {{interval: {short}}}\n")
     assert probe_error(path) == (
-        f"{path}:3: catalog.settings.push: timeout ({push.timeout:g}s) must not exceed "
-        f"interval ({short:g}s)"
+        f"{path}:3: catalog.settings.push: timeout ({push.timeout:g}s) must be shorter than "
+        f"the interval ({short:g}s)"
     )
 
 
@@ -400,7 +404,7 @@ def test_custom_target_replaces_the_catalog_one_in_place(tmp_path: Path) -> None
     assert keys == [t.key for t in catalog.targets(["push"])] + [("192.0.2.1", 22, "tcp")]
     ours = [t for t in config.targets if t.key == bag.key]
     assert [(t.group, t.interval, t.timeout, t.family, t.addresses) for t in ours] == [
-        ("custom", 10.0, 10.0, "ipv4", "any")
+        ("custom", 10.0, 5.0, "ipv4", "any")  # the timeout: 10s, or half the interval
     ]
     assert config.targets[-1].group == "lab"
 
@@ -544,12 +548,12 @@ def test_read_yaml_remembers_lines_and_digest(tmp_path: Path) -> None:
 def test_spool_defaults_follow_systemd_state_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/courierwatch:/var/lib/other")
     config = load_probe_config(None, require_identity=False)
-    assert config.spool_path == "/var/lib/courierwatch/spool.sqlite"
+    assert config.spool_path == f"/var/lib/courierwatch/spool-{config.probe_id}.sqlite"
     assert (config.spool_max_bytes, config.spool_max_age) == (256 * 1024 * 1024, 48 * 3600.0)
     monkeypatch.delenv("STATE_DIRECTORY")
     monkeypatch.setenv("HOME", "/home/pi")
     assert load_probe_config(None, require_identity=False).spool_path == (
-        "/home/pi/.local/state/courierwatch/spool.sqlite"
+        f"/home/pi/.local/state/courierwatch/spool-{config.probe_id}.sqlite"
     )
 
 
@@ -567,8 +571,8 @@ def test_spool_keys(tmp_path: Path) -> None:
         ("{max_mb: 1.5}", "spool.max_mb: must be an integer from 1 to 65536, got 1.5"),
         (
             "{max_age: 2 days}",
-            "spool.max_age: must be a duration > 0 such as 30s, 2m, 1h or "
-            "500ms (a number means seconds), got '2 days'",
+            "spool.max_age: must be a duration from 1m to 365d (a number means seconds; "
+            "units ms, s, m, h, d), got '2 days'",
         ),
         ("{path: ''}", "spool.path: must be a file path, got ''"),
         ("{max_size: 9}", "spool: unknown key 'max_size' (did you mean 'max_age'?)"),
@@ -707,12 +711,20 @@ def test_courier_takes_require_alpn_as_the_catalog_does(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("field", "breakage", "message"),
     [
-        ("ca", lambda f: Path(f["ca"]).write_text("junk\n"), "not a PEM certificate"),
-        ("cert", lambda f: Path(f["cert"]).write_text("junk\n"), "not a PEM certificate"),
-        ("key", lambda f: Path(f["key"]).write_text("junk\n"), "not an unencrypted PEM"),
-        ("key", lambda f: Path(f["key"]).write_bytes(
-            trustme.CA().issue_cert("other").private_key_pem.bytes()),
-         "this key does not belong to transport.cert"),
+        ("ca", lambda f: Path(f["ca"]).write_text("junk\n"), "'{ca}' is not a PEM certificate"),
+        (
+            "cert",
+            lambda f: Path(f["cert"]).write_text("junk\n"),
+            "'{cert}' is not a PEM certificate",
+        ),
+        ("key", lambda f: Path(f["key"]).write_text("junk\n"), "'{key}' is not an unencrypted PEM"),
+        (
+            "key",
+            lambda f: Path(f["key"]).write_bytes(
+                trustme.CA().issue_cert("other").private_key_pem.bytes()
+            ),
+            "this key does not belong to transport.cert",
+        ),
     ],
 )
 def test_broken_mtls_material_is_a_config_error_naming_the_field(
@@ -729,4 +741,292 @@ def test_broken_mtls_material_is_a_config_error_naming_the_field(
         """,
     )
     error = probe_error(path, require_identity=True)
-    assert error.startswith(f"{path}:3: transport.{field}: {message}"), error
+    assert error.startswith(f"{path}:3: transport.{field}: {message.format(**files)}"), error
+
+
+# --- hostile input (issue 11, defect 8): each once a traceback, a hang or accepted ---
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("targets: [{host: a.example, port: 1, check: tcp, interval: 0.0001ms}]",
+         "targets[0].interval: must be a duration from 1s to 1d (a number means seconds; "
+         "units ms, s, m, h, d), got '0.0001ms'"),
+        ("targets: [{host: a.example, port: 1, check: tcp, interval: 2d}]",
+         "targets[0].interval: must be a duration from 1s to 1d"),
+        ("targets: [{host: a.example, port: 1, check: tcp, timeout: 10ms}]",
+         "targets[0].timeout: must be a duration from 100ms to 5m"),
+        ("targets: [{host: a.example, port: 1, check: tcp, interval: 2s, timeout: 2s}]",
+         "targets[0].timeout: must be shorter than the interval (2s), got 2s"),
+        ("catalog: {settings: {push: {interval: 500ms}}}",
+         "catalog.settings.push.interval: must be a duration from 1s to 1d"),
+        ("catalog: {settings: {push: {interval: 1m, timeout: 1m}}}",
+         "catalog.settings.push: timeout (1m) must be shorter than the interval (1m)"),
+        ("spool: {max_age: 1s}", "spool.max_age: must be a duration from 1m to 365d"),
+        ("schedule: {jitter: 1" + "0" * 400 + "}",
+         "schedule.jitter: a number with more than 30 digits"),
+        ("schedule: {jitter: 1" + "0" * 25 + "}",
+         "schedule.jitter: must be a number from 0 to 0.5, got 10000000000000000000000000"),
+    ],
+)  # fmt: skip
+def test_schedule_bounds(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text + "\n")
+    assert probe_error(path).startswith(f"{path}:1: {message}")
+
+
+def test_interval_and_timeout_floors_are_accepted(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "catalog: {groups: []}\n"
+        "targets: [{host: a.example, port: 1, check: tcp, interval: 1s, timeout: 100ms},\n"
+        "          {host: b.example, port: 1, check: tcp, interval: 3s}]\n",
+    )
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=v4_only)
+    assert [(t.interval, t.timeout) for t in config.targets] == [(1.0, 0.1), (3.0, 1.5)]
+
+
+def test_collector_bounds(tmp_path: Path) -> None:
+    for text, message in [
+        ("series: {min_stale: 1ms}", "series.min_stale: must be a duration from 1s to 1d"),
+        ("series: {forget_after: 99999d}", "series.forget_after: must be a duration from 1m"),
+        ("series: {stale_intervals: 1" + "0" * 999 + "}",
+         "series.stale_intervals: a number with more than 30 digits"),
+        ("series: {stale_intervals: 1.0e+999}",
+         "series.stale_intervals: must be a number from 1 to 1000, got inf"),
+        (f"state_dir: {tmp_path / 'collector.yaml'}",
+         f"state_dir: '{tmp_path / 'collector.yaml'}' is not a directory"),
+    ]:  # fmt: skip
+        path = write(tmp_path, f"transport: {{insecure: true}}\n{text}\n", name="collector.yaml")
+        with pytest.raises(ConfigError) as info:
+            load_collector_config(path)
+        assert str(info.value).startswith(f"{path}:2: {message}"), str(info.value)
+
+
+def test_a_file_that_is_not_pem_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a certificate\n")
+    notes = tmp_path / "notes.txt"
+    for text, field in [
+        ("trust: {anchors: [notes.txt]}", "trust.anchors[0]"),
+        ("trust: {site: [notes.txt]}", "trust.site[0]"),
+        ("targets: [{host: a.example, port: 443, check: tls, anchors: [notes.txt]}]",
+         "targets[0].anchors[0]"),
+    ]:  # fmt: skip
+        path = write(tmp_path, text + "\n")
+        assert probe_error(path) == f"{path}:1: {field}: '{notes}' is not a PEM certificate"
+
+
+def test_pem_anchors_are_kept(tmp_path: Path) -> None:
+    files = pems(tmp_path)
+    path = write(
+        tmp_path,
+        "trust: {anchors: [ca.pem], site: [cert.pem]}\n"
+        "targets: [{host: a.example, port: 443, check: tls, anchors: [ca.pem]}]\n",
+    )
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=v4_only)
+    assert (config.trust_anchors, config.trust_site) == ((files["ca"],), (files["cert"],))
+    assert config.targets[-1].anchors == (files["ca"],)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("/dev/zero", "not a regular file"),  # was read until memory ran out
+        ("fifo", "not a regular file"),  # was a hang: opening a FIFO waits for a writer
+        (".", "not a regular file"),
+        ("/proc/self/mem", "Input/output error"),  # was a traceback
+        ("big.pem", "larger than 1024 KiB"),
+    ],
+)
+def test_files_are_regular_and_capped(tmp_path: Path, name: str, reason: str) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big.pem").write_bytes(b"#" * (1024 * 1024 + 1))
+    files = pems(tmp_path)
+    target = os.path.normpath(tmp_path / name)  # absolute names stay as they are
+    path = write(tmp_path, f"trust: {{anchors: ['{name}']}}\n")
+    assert probe_error(path) == f"{path}:1: trust.anchors[0]: cannot read '{target}': {reason}"
+    transport = f"{{ca: {files['ca']}, cert: '{name}', key: {files['key']}}}"
+    path = write(tmp_path, f"site: ams\ncollectors: [c.example:1]\ntransport: {transport}\n")
+    assert probe_error(path, require_identity=True) == (
+        f"{path}:3: transport.cert: cannot read '{target}': {reason}"
+    )
+
+
+def test_config_file_itself_must_be_a_regular_capped_file(tmp_path: Path) -> None:
+    assert probe_error("/dev/zero") == "/dev/zero: cannot read: not a regular file"
+    big = tmp_path / "probe.yaml"
+    big.write_text("# padding\n" * 200_000)
+    assert probe_error(str(big)) == f"{big}: cannot read: larger than 1024 KiB"
+
+
+LAUGHS = "lol0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"lol{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+MERGE_BOMB = "base: &m0 {x: 1}\n" + "".join(
+    f"m{i}: &m{i}\n  <<: [{', '.join([f'*m{i - 1}'] * 10)}]\n" for i in range(1, 9)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("site: !!timestamp 2024-01-01", "1: site: the YAML tag !!timestamp is not taken"),
+        ("site: !!timestamp nope", "1: site: the YAML tag !!timestamp is not taken"),
+        ("trust:\n  anchors: [!!binary aGVsbG8=]",
+         "2: trust.anchors[0]: the YAML tag !!binary is not taken"),
+        ("site: !!python/object/apply:os.system [ls]",
+         "1: site: the YAML tag !!python/object/apply:os.system is not taken"),
+        ("families: !!set {ipv4}", "1: families: the YAML tag !!set is not taken"),
+        ("site: !local x", "1: site: the YAML tag !local is not taken"),
+        (LAUGHS, "5: lol4[7]: more than 100000 values (YAML aliases count each time"),
+        (MERGE_BOMB, "11: m5.<<[1]: more than 100000 values"),
+        ("targets: &t [*t]", "1: targets[0]: a YAML alias inside the value it names"),
+        ("targets: " + "[" * 200 + "]" * 200, "1: targets" + "[0]" * 31 + ": nested more than 32"),
+        ("schedule: {concurrency: " + "9" * 5000 + "}",
+         "1: schedule.concurrency: a number with more than 30 digits"),
+    ],
+)  # fmt: skip
+def test_yaml_beyond_plain_values_is_refused_naming_line_and_field(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text + "\n")
+    error = probe_error(path)
+    assert error.startswith(f"{path}:{message}"), error
+    assert "\n" not in error
+
+
+def test_a_date_is_a_string_and_a_merge_key_still_works(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+        site: 2024-01-01
+        catalog:
+          groups: [push, push_provider]
+          settings:
+            push: &every {interval: 30s, timeout: 5s}
+            push_provider:
+              <<: *every
+              timeout: 4s
+        """,
+    )
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=v4_only)
+    assert config.site == "2024-01-01"
+    assert {(t.group, t.interval, t.timeout) for t in config.targets} == {
+        ("push", 30.0, 5.0),
+        ("push_provider", 30.0, 4.0),
+    }
+
+
+# --- catalog.exclude, families: auto's reason, the spool per probe (issue 10, item 10) ---
+
+
+def test_catalog_exclude_leaves_out_hosts_of_one_group(tmp_path: Path) -> None:
+    setup = {t.host for t in catalog.targets(["device_setup"])}
+    assert {"humb.apple.com", "albert.apple.com"} <= setup
+    path = write(
+        tmp_path,
+        """
+        catalog:
+          groups: [push, device_setup]
+          exclude:
+            device_setup: [humb.apple.com, albert.apple.com]
+        """,
+    )
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=v4_only)
+    kept = {(t.group, t.host) for t in config.targets}
+    assert kept == {("push", h) for h in {t.host for t in catalog.targets(["push"])}} | {
+        ("device_setup", h) for h in setup - {"humb.apple.com", "albert.apple.com"}
+    }
+
+
+def test_catalog_exclude_in_one_group_keeps_the_host_of_another() -> None:
+    # A (host, port, check) two groups list belongs to the earlier; excluded there, the later
+    # group's target takes its place. Found from the catalog, so the test follows it.
+    groups = list(catalog.groups())
+    owners: dict[tuple[str, int, str], list[str]] = {}
+    for group_id in groups:
+        for target in catalog.targets([group_id]):
+            owners.setdefault(target.key, []).append(group_id)
+    key, (first, second, *_) = next((k, g) for k, g in owners.items() if len(g) > 1)
+    config = load_probe_config(None, require_identity=False, host_has_ipv6=v4_only)
+    assert next(t.group for t in config.targets if t.key == key) == first
+    with_exclude = _load_text(yaml.safe_dump({"catalog": {"exclude": {first: [key[0]]}}}))
+    assert next(t.group for t in with_exclude.targets if t.key == key) == second
+    assert not any(t.group == first and t.host == key[0] for t in with_exclude.targets)
+
+
+def test_every_group_at_once_is_what_the_catalog_gives() -> None:
+    config = load_probe_config(None, require_identity=False, host_has_ipv6=v4_only)
+    assert [t.key for t in config.targets] == [t.key for t in catalog.targets()]
+    assert [t.group for t in config.targets] == [t.group for t in catalog.targets()]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("catalog: {groups: [push], exclude: {push: [init-p01st.push.apple.com, nope.apple.com]}}",
+         "catalog.exclude.push[1]: unknown push host 'nope.apple.com' (did you mean"),
+        ("catalog: {groups: [push], exclude: {icloud: [x.apple.com]}}",
+         "catalog.exclude.icloud: catalog group icloud is not among catalog.groups"),
+        ("catalog: {exclude: {pushh: [x.apple.com]}}",
+         "catalog.exclude.pushh: unknown catalog group 'pushh' (did you mean 'push'?"),
+        ("catalog: {exclude: {push: courier.push.apple.com}}",
+         "catalog.exclude.push: must be a list, got 'courier.push.apple.com'"),
+    ],
+)  # fmt: skip
+def test_catalog_exclude_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text + "\n")
+    assert probe_error(path).startswith(f"{path}:1: {message}")
+
+
+def test_families_auto_says_what_it_chose_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="courierwatch.probe.config")
+    found = families.IPv6(True, "global address 2001:db8::5 on eth0 with a route")
+    config = load_probe_config(None, require_identity=False, host_has_ipv6=lambda: found)
+    assert config.families == ("ipv4", "ipv6")
+    assert config.families_reason == "IPv6 too: global address 2001:db8::5 on eth0 with a route"
+    assert caplog.messages == [f"families: auto: {config.families_reason}"]
+    missing = families.IPv6(False, "no IPv6 default route")
+    config = load_probe_config(None, require_identity=False, host_has_ipv6=lambda: missing)
+    assert (config.families, config.families_reason) == (
+        ("ipv4",),
+        "IPv4 only: no IPv6 default route",
+    )
+
+
+def test_listed_families_say_configured(tmp_path: Path) -> None:
+    path = write(tmp_path, "families: [ipv6, ipv4, ipv6]\n")
+    config = load_probe_config(path, require_identity=False, host_has_ipv6=lambda: False)
+    assert (config.families, config.families_reason) == (("ipv6", "ipv4"), "configured")
+    assert ProbeConfig().families_reason == "configured"
+
+
+def test_default_spool_path_names_the_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    paths = {_load_text(f"probe_id: pi-{n}\n").spool_path for n in (1, 2)}
+    assert paths == {str(tmp_path / "spool-pi-1.sqlite"), str(tmp_path / "spool-pi-2.sqlite")}
+    assert ProbeConfig(probe_id="pi-3").spool_path == str(tmp_path / "spool-pi-3.sqlite")
+
+
+def test_an_old_default_spool_is_kept_until_the_new_one_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    (tmp_path / "spool.sqlite").write_bytes(b"results of the previous version")
+    assert _load_text("probe_id: pi-1\n").spool_path == str(tmp_path / "spool.sqlite")
+    assert any(
+        "spool.sqlite" in m and "spool-pi-1.sqlite" in m and "undelivered" in m
+        for m in caplog.messages
+    )
+    (tmp_path / "spool-pi-1.sqlite").write_bytes(b"")
+    assert _load_text("probe_id: pi-1\n").spool_path == str(tmp_path / "spool-pi-1.sqlite")
+
+
+def _load_text(text: str) -> ProbeConfig:
+    """A probe config from YAML text, written beside pytest's other temporary files."""
+    with tempfile.TemporaryDirectory() as where:
+        path = Path(where) / "probe.yaml"
+        path.write_text(text, encoding="utf-8")
+        return load_probe_config(str(path), require_identity=False, host_has_ipv6=v4_only)

@@ -1,8 +1,11 @@
 """The example configurations in deploy/ are valid as shipped."""
 
 import io
+import re
 import tarfile
 from pathlib import Path
+
+import pytest
 
 from courierwatch import pki
 from courierwatch.collector.config import load_collector_config
@@ -39,3 +42,35 @@ def test_collector_example(tmp_path):
     config = load_collector_config(installed(tmp_path, "collector.example.yaml"))
     assert config.grpc_listen == "0.0.0.0:9475"
     assert config.forget_after == 30 * 86400
+
+
+def uncommented(path: str) -> str:
+    """The example with its commented-out keys written in: they document real keys."""
+    text = Path(path).read_text()
+    Path(path).write_text(re.sub(r"(?m)^( *)# ( *[a-z_]+:)", r"\1\2", text))
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed_once(tmp_path_factory):
+    """One directory with the examples' files for the tests below (the PKI takes seconds)."""
+    return tmp_path_factory.mktemp("examples")
+
+
+def test_probe_example_with_its_commented_keys(installed_once):
+    path = uncommented(installed(installed_once, "probe.example.yaml"))
+    for name in ("extra-root.pem", "inspection-root.pem"):  # named by commented keys
+        (installed_once / name).write_bytes((installed_once / "ca.pem").read_bytes())
+    config = load_probe_config(path)
+    assert {t.group for t in config.targets} == {
+        "push", "push_provider", "device_setup", "device_management", "mdm_server",
+    }
+    assert not any(t.host == "humb.apple.com" for t in config.targets)  # catalog.exclude
+    assert config.nameservers == ("192.0.2.53",) and config.proxy is not None
+    assert config.families_reason.startswith(("IPv6 too: ", "IPv4 only: "))  # auto, with why
+    assert config.spool_max_age == 48 * 3600
+
+
+def test_collector_example_with_its_commented_keys(installed_once):
+    config = load_collector_config(uncommented(installed(installed_once, "collector.example.yaml")))
+    assert config.min_stale == 60
