@@ -109,9 +109,11 @@ def test_critical_in_the_alert_rules(tmp_path):
                for s in series if s["series"].startswith("courierwatch_group_info"))  # fmt: skip
     alert = "AppleServiceGroupDegraded"
     pages = {
-        "exp_labels": {"severity": "critical", "site": "ams", "group": "mdm_vendor"},
+        "exp_labels": {"severity": "critical", "site": "ams", "group": "mdm_vendor",
+                       "pop": "unknown"},
         "exp_annotations": {
-            "summary": "Apple service group mdm_vendor degraded at site ams",
+            "summary": "Apple service group mdm_vendor is degraded at site ams (POP unknown): "
+            "fix what its failing checks name (see the description)",
             "description": "Only 80% of the mdm_vendor checks at site ams succeed. "
             "refused/reset: a firewall rejects the traffic; timeout/unreachable: it is dropped "
             "or has no route; dns_*: the site's resolver; tls_*: SSL inspection or trust; "

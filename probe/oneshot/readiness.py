@@ -64,6 +64,10 @@ _USE_THE_PROXY: Final = (
 )
 # Causes that keep devices from enrolling or getting push, whatever else works.
 _NOT_READY: Final = frozenset({ss.UNREACHABLE, ss.FILTERED, ss.INTERCEPTED})
+# Degraded causes under which devices still get push as Apple documents it: their failures
+# warn, never block. Not fallback_only: Apple requires 5223, 443 is only the fallback; nor
+# provider_api_h2: an MDM server at the site can send no push without HTTP/2.
+_TOLERATED: Final = frozenset({ss.NO_FALLBACK, ss.IPV6_BROKEN, ss.PROXY_PATH})
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +322,19 @@ def assess(
         for r, t in zip(results, targets or map(_bare, results), strict=True)
         if r.check == "ntp"
     )
+    state = ss.assess(results, {g.id: g.critical for g in groups}, proxy=facts.proxy)
+    # What a degraded cause already explains leaves the site working: devices still get push
+    # (over the fallback, over IPv4, directly), so it warns without blocking. A clock short of
+    # its critical threshold likewise.
     tolerated = {id(c.result) for c in clocks if c.result.outcome == pb.OUTCOME_CLOCK_SKEW
                  and not c.critical}  # fmt: skip
+    tolerated |= {
+        id(r)
+        for c in state.causes
+        if c.state == ss.DEGRADED and c.cause in _TOLERATED
+        for r in results
+        if r.outcome != pb.OUTCOME_OK and r.group == c.group and _SHOWS[c.cause](r)
+    }
     by_group: dict[str, list[pb.Result]] = {group.id: [] for group in groups}
     for result in results:
         members = by_group.get(result.group)
@@ -345,7 +360,6 @@ def assess(
                 failures=failures,
             )
         )
-    state = ss.assess(results, {g.id: g.critical for g in groups}, proxy=facts.proxy)
     return Readiness(
         site=site,
         probe=probe,

@@ -3,7 +3,8 @@ resolver and one clock per site. Run by the lab inside the apple namespace:
 
     python -m lab.apple SPEC.json
 
-SPEC names the PKI directory, the control socket and the sites ([{n, dns, pop, ntp_offset}]).
+SPEC names the PKI directory, the control socket and the sites ([{n, dns, pop, ntp_offset,
+unresolved}]).
 The servers (tests/fakeapple) bind the addresses of lab.plan on the namespace's loopback;
 those that cannot take a fixed port bind port 0 and get a DNAT rule from the real port, added
 here (the process runs as root inside the namespace). Every catalog name resolves, by role:
@@ -24,7 +25,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,16 @@ def catalog_names() -> Names:
     return Names(*(tuple(d) for d in (couriers, courier_hosts, provider, ntp, web)))
 
 
-def fill_zone(dns: FakeDNS, names: Names, mode: str, pop: str, n: int) -> None:
-    """Site n's answers: Apple's, or with the courier names sinkholed or hijacked."""
+def group_hosts(group_ids: Iterable[str]) -> set[str]:
+    """The names the catalog lists in these groups."""
+    return {target.host for target in catalog.targets(group_ids)} if group_ids else set()
+
+
+def fill_zone(
+    dns: FakeDNS, names: Names, mode: str, pop: str, n: int, unresolved: Iterable[str] = ()
+) -> None:
+    """Site n's answers: Apple's, or with the courier names sinkholed or hijacked; the names of
+    the `unresolved` groups answer NXDOMAIN."""
     for family, add in ((4, dns.add_a), (6, dns.add_aaaa)):
         for name in names.provider:
             add(name, plan.service(Service.PROVIDER, family), ttl=TTL)
@@ -92,6 +101,8 @@ def fill_zone(dns: FakeDNS, names: Names, mode: str, pop: str, n: int) -> None:
             dns.add_a(name, plan.PRIVATE_ADDRESS, ttl=TTL)
     else:
         point_couriers(dns, names, pop)
+    for name in group_hosts(unresolved):
+        dns.nxdomain(name)
 
 
 def point_couriers(dns: FakeDNS, names: Names, pop: str) -> None:
@@ -155,7 +166,7 @@ class Apple:
     async def _site(self, stack: contextlib.AsyncExitStack, site: dict[str, Any]) -> None:
         n = site["n"]
         dns = await stack.enter_async_context(FakeDNS(plan.resolver(n)))
-        fill_zone(dns, self.names, site["dns"], site["pop"], n)
+        fill_zone(dns, self.names, site["dns"], site["pop"], n, site["unresolved"])
         for proto in ("udp", "tcp"):
             dnat(plan.resolver(n), proto, 53, dns.port)
         self.zones[n] = dns

@@ -73,7 +73,8 @@ class SiteHandle:
 
 class Lab:
     """See the module docstring and tests/lab/README.md. `probes=False` leaves the probe
-    daemons out (a test can then run `courierwatch check` with `run_in`)."""
+    daemons out (a test can then run `courierwatch check` with `run_in`); `collector` adds
+    sections to the collector's config (e.g. {"series": {"min_stale": "5s"}})."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class Lab:
         probes: bool = True,
         interval: float = INTERVAL,
         timeout: float = TIMEOUT,
+        collector: Mapping[str, Any] | None = None,
     ) -> None:
         if not 1 <= len(sites) <= plan.MAX_SITES:
             raise ValueError(f"a lab has 1 to {plan.MAX_SITES} sites, got {len(sites)}")
@@ -90,6 +92,7 @@ class Lab:
         self.directory = directory
         self.with_probes = probes
         self.interval, self.timeout = interval, timeout
+        self.collector_settings = dict(collector or {})
         self.id = f"{PREFIX}{os.getpid()}x{next(_sequence)}"
         self.router = Namespace(f"{self.id}-router")
         self.apple = Namespace(f"{self.id}-apple")
@@ -199,7 +202,8 @@ class Lab:
             "directory": str(self.directory / "apple-pki"),
             "control": str(self.directory / "apple.sock"),
             "sites": [{"n": s.n, "dns": s.spec.dns, "pop": s.spec.pop,
-                       "ntp_offset": s.spec.ntp_offset} for s in self.sites.values()],
+                       "ntp_offset": s.spec.ntp_offset, "unresolved": list(s.spec.unresolved)}
+                      for s in self.sites.values()],
         }))  # fmt: skip
         argv = self.apple.command(*python("lab.apple", str(spec_path)))
         child, line = await Child.start(argv, self.directory / "apple.log", ready=r"^\{")
@@ -219,6 +223,7 @@ class Lab:
             "transport": {"ca": str(fleet / "ca.pem"), "cert": str(fleet / "collector.pem"),
                           "key": str(fleet / "collector.key")},
             "state_dir": str(self.directory / "collector-state"),
+            **self.collector_settings,
         }))  # fmt: skip
         argv = python("courierwatch", "collector", "--config", str(config))
         child, _ = await Child.start(argv, self.directory / "collector.log",
@@ -328,6 +333,13 @@ class Lab:
         site = self.sites[key]
         await asyncio.to_thread(faults.apply, self.router, site.n, spec)
         site.spec = spec
+
+    async def stop_probe(self, key: str) -> None:
+        """Stop site `key`'s probe daemon (a dead Pi): its stream to the collector ends."""
+        probe = self.sites[key].probe
+        if probe is None:
+            raise ValueError(f"site {key} has no probe running")
+        await probe.stop()
 
     async def set_ntp_offset(self, key: str, seconds: float) -> None:
         await self._control({"ntp_offset": {"site": self.sites[key].n, "seconds": seconds}})

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from courierwatch.probe import catalog
+
 DnsMode = Literal["normal", "sinkhole", "hijack", "unreachable"]
 Block = Literal[False, True, "refuse", "drop"]  # True is "refuse"
 Ipv6 = Literal["ok", "broken", "off"]
@@ -50,6 +52,8 @@ class Site:
     pop         the POP the courier CNAME chain names
     ntp_offset  seconds the site's time.apple.com runs ahead (lab.set_ntp_offset changes it)
     groups      catalog groups the site's probe checks
+    unresolved  catalog groups whose names the site's resolver answers NXDOMAIN (a service
+                blocked by name); a name another group shares goes with it
     """
 
     dns: DnsMode = "normal"
@@ -65,6 +69,7 @@ class Site:
     pop: str = "eu-central"
     ntp_offset: float = 0.0
     groups: tuple[str, ...] = ("push", "push_provider")
+    unresolved: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.dns not in DNS_MODES:
@@ -81,6 +86,10 @@ class Site:
         if self.delay < 0 or self.jitter < 0:
             raise ValueError("Site.delay, Site.jitter: seconds, not negative")
         object.__setattr__(self, "groups", tuple(self.groups))
+        object.__setattr__(self, "unresolved", tuple(self.unresolved))
+        unknown = set(self.unresolved) - set(catalog.groups())
+        if unknown:
+            raise ValueError(f"Site.unresolved: {sorted(unknown)} are not catalog groups")
 
     def blocked(self) -> dict[int, str]:
         """port -> "refuse" or "drop"."""
