@@ -8,17 +8,24 @@ which site, what it keeps on disk, its limits, and when series go away.
       pi-ams-1: [ams-office, ams-lab]  # unlisted identities may report for the site their
                                        # certificate names (OU), as `courierwatch pki` issues
     limits: {max_message_bytes: 1048576, max_batch: 1000, max_label_length: 256,
-             max_targets_per_probe: 2000}
-    series: {stale_intervals: 3, min_stale: 60s, forget_after: 30d}
+             max_targets_per_probe: 2000, max_string_bytes: 1024,
+             max_state_bytes_per_probe: 8388608, max_streams: 4096, idle_timeout: 30s,
+             max_http_connections: 256, http_header_timeout: 10s}
+    series: {stale_intervals: 3, min_stale: 60s, forget_after: 30d}  # 1 to 1000 intervals,
+                                       # 1s to 1d, 1m to 3650d
+
+The transport's PEM files are parsed at load; files must be regular files of at most 1 MiB.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
+from courierwatch.common.bounds import DEFAULT_MAX_STRING_BYTES
 from courierwatch.common.configfile import (
     BUILTIN,
     Section,
@@ -33,6 +40,10 @@ __all__ = ["CollectorConfig", "load_collector_config"]
 
 _GRPC: Final = "0.0.0.0:9475"
 _HTTP: Final = "0.0.0.0:9474"
+# Seconds. Below a second every scrape would find gauges gone; beyond ten years a timestamp
+# computed from it leaves the calendar.
+_MIN_STALE: Final = (1.0, 86400.0)
+_FORGET_AFTER: Final = (60.0, 3650 * 86400.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,18 @@ class Limits:
     # Above the longest DNS name (253): no valid probe result can be refused for its labels.
     max_label_length: int = 256
     max_targets_per_probe: int = 2000
+    # Every free-text field of a result is cut to this (the Welcome says so: probes cut first).
+    max_string_bytes: int = DEFAULT_MAX_STRING_BYTES
+    # What one probe's latest results may hold in memory (about 300 bytes each, normally).
+    max_state_bytes_per_probe: int = 8 * 1024 * 1024
+    max_streams: int = 4096  # open probe streams; more are refused with RESOURCE_EXHAUSTED
+    # A stream that sends neither a batch nor a Health beat for this long is closed as idle:
+    # six of the probe's five-second beats.
+    idle_timeout: float = 30.0
+    max_http_connections: int = 256  # open HTTP connections (scrapes, status page)
+    # Seconds an HTTP client has from connecting to finish its request headers (and that a
+    # kept-alive connection may idle between requests).
+    http_header_timeout: float = 10.0
 
 
 def default_state_dir() -> str:
@@ -89,10 +112,10 @@ def load_collector_config(path: str | None, *, insecure: bool = False) -> Collec
         grpc_listen=listen.value("grpc", to_address(allow_zero=True), _GRPC),
         http_listen=listen.value("http", to_address(allow_zero=True), _HTTP),
         transport=read_transport(root.section("transport"), insecure=insecure),
-        stale_intervals=series.number("stale_intervals", 3.0, positive=True),
-        min_stale=series.duration("min_stale", 60.0),
-        forget_after=series.duration("forget_after", 30 * 86400.0),
-        state_dir=_state_dir(root.value("state_dir", to_str(), None), doc.source),
+        stale_intervals=series.number("stale_intervals", 3.0, min=1, max=1000),
+        min_stale=series.duration("min_stale", 60.0, within=_MIN_STALE),
+        forget_after=series.duration("forget_after", 30 * 86400.0, within=_FORGET_AFTER),
+        state_dir=root.value("state_dir", _state_dir(doc.source), None) or default_state_dir(),
         authorization=_authorization(root.section("authorization")),
         limits=_limits(root.section("limits")),
     )
@@ -106,13 +129,18 @@ def load_collector_config(path: str | None, *, insecure: bool = False) -> Collec
     return config
 
 
-def _state_dir(value: str | None, source: str) -> str:
-    if value is None:
-        return default_state_dir()
-    path = Path(value).expanduser()
-    if not path.is_absolute() and source != BUILTIN:
-        path = Path(source).parent / path
-    return str(path)
+def _state_dir(source: str) -> Callable[[Any], str]:
+    """A directory path, relative to the config file; one that exists must be a directory."""
+
+    def convert(value: Any) -> str:
+        path = Path(to_str()(value)).expanduser()
+        if not path.is_absolute() and source != BUILTIN:
+            path = Path(source).parent / path
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{str(path)!r} is not a directory")
+        return str(path)
+
+    return convert
 
 
 def _authorization(sec: Section) -> dict[str, tuple[str, ...]]:
@@ -120,7 +148,9 @@ def _authorization(sec: Section) -> dict[str, tuple[str, ...]]:
 
 
 def _limits(sec: Section) -> Limits:
-    sec.check_keys("max_message_bytes", "max_batch", "max_label_length", "max_targets_per_probe")
+    sec.check_keys("max_message_bytes", "max_batch", "max_label_length", "max_targets_per_probe",
+                   "max_string_bytes", "max_state_bytes_per_probe", "max_streams",
+                   "idle_timeout", "max_http_connections", "http_header_timeout")  # fmt: skip
     default = Limits()
     return Limits(
         max_message_bytes=sec.integer(
@@ -132,5 +162,22 @@ def _limits(sec: Section) -> Limits:
         ),
         max_targets_per_probe=sec.integer(
             "max_targets_per_probe", default.max_targets_per_probe, min=1, max=1_000_000
+        ),
+        max_string_bytes=sec.integer(
+            "max_string_bytes", default.max_string_bytes, min=64, max=64 * 1024
+        ),
+        max_state_bytes_per_probe=sec.integer(
+            "max_state_bytes_per_probe",
+            default.max_state_bytes_per_probe,
+            min=64 * 1024,
+            max=1024 * 1024 * 1024,
+        ),
+        max_streams=sec.integer("max_streams", default.max_streams, min=1, max=1_000_000),
+        idle_timeout=sec.duration("idle_timeout", default.idle_timeout, within=(1.0, 3600.0)),
+        max_http_connections=sec.integer(
+            "max_http_connections", default.max_http_connections, min=1, max=100_000
+        ),
+        http_header_timeout=sec.duration(
+            "http_header_timeout", default.http_header_timeout, within=(0.5, 300.0)
         ),
     )

@@ -2,7 +2,18 @@
 batches in order, each committed before it is acknowledged.
 
 Requests arrive as raw bytes and are parsed here, so that an oversized or malformed message
-is refused with a clear status and counted, and ends only the stream that sent it.
+is refused with a clear status and counted, and ends only the stream that sent it. Every
+limit is counted by reason (State.refused for what ends a stream, State.limited for what
+is only cut).
+
+One identity, one stream. A second stream for an identity that has one open is refused
+(ALREADY_EXISTS, `duplicate_identity`), logged with both peers and shown as a finding; the
+first one carries on. Replacing the first instead would hand the newcomer a Welcome with
+the first one's sequence number: two probes with one identity (a cloned SD card) would then
+take each other's numbers for acknowledgements and delete results never applied. Refused,
+the second keeps its results spooled and retries. The cost falls on a probe whose old
+stream died unnoticed (a path that went away): it is refused until that stream is closed
+as idle (limits.idle_timeout) or by keepalive, about half a minute.
 """
 
 from __future__ import annotations
@@ -10,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
 from cryptography import x509
@@ -21,11 +32,14 @@ from google.protobuf.message import DecodeError
 from courierwatch.collector.config import Limits
 from courierwatch.collector.state import Applied, CheckKey, Probe, ProbeKey, State, check_key
 from courierwatch.collector.store import Store
+from courierwatch.common import bounds
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Collector"].full_name
+MAX_GROUPS = 256  # group facts in one Hello: the catalog has a dozen
+MAX_SEQ = 2**63 - 1  # what the store (an SQLite INTEGER) holds; a probe counts from 1
 
 
 class Refused(Exception):
@@ -33,6 +47,17 @@ class Refused(Exception):
         super().__init__(message)
         self.code = code
         self.reason = reason  # the label of courierwatch_collector_refused_total
+
+
+@dataclass(slots=True, eq=False)
+class _Stream:
+    """One open Report stream, and what ends it from outside (a reload that de-authorizes)."""
+
+    probe: Probe
+    identity: str | None  # the certificate's CN; None in the insecure mode
+    certificate_site: str  # its OU: the site an unlisted identity may report for
+    revoked: Refused | None = None
+    waiting: asyncio.Timeout | None = None  # while waiting for the probe's next message
 
 
 class Ingest:
@@ -50,7 +75,8 @@ class Ingest:
         self._authorization = authorization
         self._limits = limits
         self._require_identity = require_identity  # False only in the insecure mode
-        self._locks: dict[ProbeKey, asyncio.Lock] = {}
+        self._streams: dict[ProbeKey, _Stream] = {}
+        self._calls = 0  # Report calls in progress, welcomed or not
 
     def handler(self) -> grpc.GenericRpcHandler:
         report = grpc.stream_stream_rpc_method_handler(
@@ -60,48 +86,118 @@ class Ingest:
         )
         return grpc.method_handlers_generic_handler(SERVICE, {"Report": report})
 
+    def reconfigure(self, authorization: dict[str, tuple[str, ...]], limits: Limits) -> None:
+        """A reloaded configuration: streams it no longer authorizes end (after the batch in
+        hand is acknowledged); the others carry on. New limits apply from the next message
+        (what a Welcome announced, from the next stream)."""
+        self._authorization, self._limits = authorization, limits
+        for stream in self._streams.values():
+            probe = stream.probe
+            if stream.identity is None or probe.site in self._sites(stream):
+                continue
+            stream.revoked = Refused(
+                grpc.StatusCode.PERMISSION_DENIED, "unauthorized_site",
+                f"{stream.identity!r} may no longer report for site {probe.site!r} "
+                "(configuration reloaded)",
+            )  # fmt: skip
+            if stream.waiting is not None:
+                stream.waiting.reschedule(asyncio.get_running_loop().time())  # at once
+
     async def report(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CollectorMessage]:
-        probe: Probe | None = None
+        stream: _Stream | None = None
+        hello: pb.Hello | None = None
+        peer = context.peer()
+        self._calls += 1
         try:
             hello = await self._hello(requests)
-            self._authorize(hello, context)
-            probe = self._state.connect(hello)
-            log.info("probe %s/%s connected from %s", *probe.key, context.peer())
+            limits = self._limits
+            # Counted from the start of each call, refused once its Hello is read (so that
+            # the refusal is not lost in a reset of the stream the client is still writing).
+            if self._calls > limits.max_streams:
+                raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "too_many_streams",
+                              f"more than {limits.max_streams} streams open")  # fmt: skip
+            identity, certificate_site = self._authorize(hello, context)
+            stream = self._open(hello, identity, certificate_site, peer)
+            probe = stream.probe
+            log.info("probe %s/%s connected from %s", *probe.key, peer)
             yield pb.CollectorMessage(welcome=pb.Welcome(
-                applied_through_seq=probe.applied_through, max_batch=self._limits.max_batch,
-                max_message_bytes=self._limits.max_message_bytes,
+                applied_through_seq=probe.applied_through, max_batch=limits.max_batch,
+                max_message_bytes=limits.max_message_bytes,
+                max_string_bytes=limits.max_string_bytes,
+                idle_timeout_seconds=limits.idle_timeout,
             ))  # fmt: skip
-            lock = self._locks.setdefault(probe.key, asyncio.Lock())
-            async for raw in requests:
-                async with lock:  # a reconnect may overlap the old stream briefly
-                    change = self._apply(probe, raw)
-                    # Not kept while the batch is committed (a thousand streams may wait on
-                    # one commit) nor while the stream waits for its next message.
-                    del raw
-                    if change is not None:
-                        await self._commit(probe, change)
+            while (raw := await self._next(requests, stream)) is not None:
+                change = self._apply(probe, raw)
+                # Not kept while the batch is committed (a thousand streams may wait on
+                # one commit) nor while the stream waits for its next message.
+                del raw
                 if change is not None:
+                    await self._commit(probe, change)
                     yield pb.CollectorMessage(ack=pb.Ack(through_seq=change.through))
         except Refused as refusal:
             self._state.refused[refusal.reason] += 1
-            who = f"{probe.site}/{probe.probe_id}" if probe else context.peer()
+            who = f"{hello.site}/{hello.probe_id} from {peer}" if hello else peer
             log.warning("refused %s: %s", who, refusal)
             await context.abort(refusal.code, str(refusal))
         finally:
-            if probe is not None:
-                self._state.disconnect(probe)
-                log.info("probe %s/%s disconnected", *probe.key)
+            self._calls -= 1
+            if stream is not None:
+                del self._streams[stream.probe.key]
+                self._state.disconnect(stream.probe)
+                log.info("probe %s/%s disconnected", *stream.probe.key)
+
+    def _open(
+        self, hello: pb.Hello, identity: str | None, certificate_site: str, peer: str
+    ) -> _Stream:
+        """Welcome the probe of `hello`, unless it has a stream open or the store cannot say
+        what is applied of it."""
+        key = (hello.site, hello.probe_id)
+        live = self._state.live(key)
+        if live is not None:
+            self._state.note_duplicate(live, peer)
+            log.warning("two probes use the identity %s of site %s? a stream from %s was "
+                        "refused while one from %s is open", hello.probe_id, hello.site,
+                        peer, live.peer)  # fmt: skip
+            raise Refused(grpc.StatusCode.ALREADY_EXISTS, "duplicate_identity",
+                          f"probe {hello.probe_id!r} of site {hello.site!r} already has a "
+                          f"stream open, from {live.peer}")  # fmt: skip
+        # A Welcome says what is applied, and the probe deletes up to it: only what is on disk.
+        if self._store.problem or self._store.pending(key):
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
+                          self._store.problem or "a batch of this probe is being committed")
+        probe = self._state.connect(hello, peer)
+        stream = self._streams[key] = _Stream(probe, identity, certificate_site)
+        return stream
+
+    async def _next(self, requests: AsyncIterator[bytes], stream: _Stream) -> bytes | None:
+        """The stream's next message; None when the probe ends the stream."""
+        if stream.revoked is not None:
+            raise stream.revoked
+        idle = self._limits.idle_timeout
+        try:
+            async with asyncio.timeout(idle) as stream.waiting:
+                return await anext(requests, None)
+        except TimeoutError:
+            if stream.revoked is not None:
+                raise stream.revoked from None
+            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "idle",
+                          f"neither a batch nor a health beat for {idle:g} s") from None
+        finally:
+            stream.waiting = None
 
     async def _commit(self, probe: Probe, change: Applied) -> None:
         try:
             await self._store.save(probe, change)
-        except (sqlite3.Error, OSError) as error:
-            # Memory is already ahead of the disk: acknowledging, or even welcoming a probe
-            # with the in-memory sequence, would let probes delete what is not stored. Stop
-            # at once (systemd restarts us); the restarted collector knows only what is on
-            # disk, and the probes send the rest again.
+        except Exception as error:
+            if self._store.closing:  # a store that failed until the end: we are stopping
+                raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
+                              "the collector is stopping") from error  # fmt: skip
+            # Not the disk (the store retries that): memory is ahead of the disk, and
+            # acknowledging would let probes delete what is not stored. Stop (systemd
+            # restarts us); the restarted collector knows what is on disk, and the probes
+            # send the rest again.
             log.critical("cannot commit to the state store (%s): exiting", error)
             os._exit(75)  # EX_TEMPFAIL
 
@@ -116,7 +212,13 @@ class Ingest:
         return None
 
     async def _hello(self, requests: AsyncIterator[bytes]) -> pb.Hello:
-        raw = await anext(requests, None)
+        idle = self._limits.idle_timeout
+        try:
+            async with asyncio.timeout(idle):
+                raw = await anext(requests, None)
+        except TimeoutError:
+            raise Refused(grpc.StatusCode.DEADLINE_EXCEEDED, "idle",
+                          f"no Hello in {idle:g} s") from None  # fmt: skip
         message = self._parse(raw) if raw is not None else None
         if message is None or not message.HasField("hello"):
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello",
@@ -125,8 +227,12 @@ class Ingest:
         if not hello.site or not hello.probe_id:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "no_hello",
                           "Hello needs site and probe_id")  # fmt: skip
+        if len(hello.groups) > MAX_GROUPS:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "too_many_groups",
+                          f"{len(hello.groups)} groups; the limit is {MAX_GROUPS}")
         self._check_labels(hello.site, hello.probe_id, hello.software_version,
-                           *(g.id for g in hello.groups), *(g.title for g in hello.groups))
+                           hello.config_digest, *(g.id for g in hello.groups),
+                           *(g.title for g in hello.groups))  # fmt: skip
         if not hello.groups:
             log.warning("probe %s/%s sent no group facts (an older version): every group it "
                         "reports counts as critical", hello.site, hello.probe_id)
@@ -143,10 +249,13 @@ class Ingest:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "malformed",
                           "not a courierwatch.v1.ProbeMessage") from None  # fmt: skip
 
-    def _authorize(self, hello: pb.Hello, context: grpc.aio.ServicerContext) -> None:
-        """The certificate says who calls; the config (or the certificate) says for which site."""
+    def _authorize(
+        self, hello: pb.Hello, context: grpc.aio.ServicerContext
+    ) -> tuple[str | None, str]:
+        """The certificate says who calls; the config (or the certificate) says for which
+        site. Returns the certificate's identity and site (None, "" in the insecure mode)."""
         if not self._require_identity:
-            return
+            return None, ""
         certificate = _peer_certificate(context)
         if certificate is None:
             raise Refused(grpc.StatusCode.UNAUTHENTICATED, "no_certificate",
@@ -156,31 +265,58 @@ class Ingest:
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, "identity_mismatch",
                           f"the certificate is for {identity!r}, "
                           f"not probe {hello.probe_id!r}")  # fmt: skip
-        sites = self._authorization.get(identity)
-        if sites is None:
-            site = _name(certificate, NameOID.ORGANIZATIONAL_UNIT_NAME)
-            sites = (site,) if site else ()
-        if hello.site not in sites:
+        certificate_site = _name(certificate, NameOID.ORGANIZATIONAL_UNIT_NAME)
+        if hello.site not in self._sites_of(identity, certificate_site):
             raise Refused(grpc.StatusCode.PERMISSION_DENIED, "unauthorized_site",
                           f"{identity!r} may not report for site {hello.site!r}")  # fmt: skip
+        return identity, certificate_site
+
+    def _sites(self, stream: _Stream) -> tuple[str, ...]:
+        assert stream.identity is not None
+        return self._sites_of(stream.identity, stream.certificate_site)
+
+    def _sites_of(self, identity: str, certificate_site: str) -> tuple[str, ...]:
+        sites = self._authorization.get(identity)
+        if sites is None:
+            sites = (certificate_site,) if certificate_site else ()
+        return sites
 
     def _check_batch(self, probe: Probe, results: list[pb.Result]) -> list[CheckKey]:
-        """Refuse the batch if it breaks a limit; else the check key of each result."""
+        """Refuse the batch if it breaks a limit, else cut what is too long in it; the check
+        key of each result."""
         limits = self._limits
         if len(results) > limits.max_batch:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "batch_too_long",
                           f"batch of {len(results)} results; "
                           f"the limit is {limits.max_batch}")  # fmt: skip
+        if results and max(result.seq for result in results) > MAX_SEQ:
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "seq_out_of_range",
+                          f"a sequence number above {MAX_SEQ}")  # fmt: skip
         keys = [check_key(result) for result in results]
         # A check already in the state passed these checks when it arrived.
-        new = {key for key in keys if key not in probe.latest}
+        latest = probe.latest
+        new = {key for key in keys if key not in latest}
         for target, _, check, group, family, via in new:
             self._check_labels(target, check, group, family, via)
         self._check_labels(*{result.pop for result in results})
-        if len(probe.latest) + len(new) > limits.max_targets_per_probe:
+        if len(latest) + len(new) > limits.max_targets_per_probe:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "too_many_targets",
                           f"more than {limits.max_targets_per_probe} distinct checks "
                           "from one probe")  # fmt: skip
+        cut = sum(1 for result in results if bounds.bound(result, limits.max_string_bytes))
+        if cut:
+            self._state.limited["result_cut"] += cut
+        # What the state would hold after the batch: each check's last result replaces its own.
+        through = probe.applied_through
+        last = {key: result for key, result in zip(keys, results, strict=True)
+                if result.seq > through}  # fmt: skip
+        growth = sum(result.ByteSize() - (latest[key].ByteSize() if key in latest else 0)
+                     for key, result in last.items())  # fmt: skip
+        held = probe.state_bytes + growth
+        if held > limits.max_state_bytes_per_probe:
+            raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "state_too_large",
+                          f"the latest results of one probe would take {held} bytes; "
+                          f"the limit is {limits.max_state_bytes_per_probe}")  # fmt: skip
         return keys
 
     def _check_labels(self, *values: str) -> None:

@@ -1,9 +1,18 @@
-"""The collector as a service: the gRPC ingest and the HTTP side on one event loop."""
+"""The collector as a service: the gRPC ingest and the HTTP side on one event loop.
+
+SIGHUP reloads the configuration file, as Prometheus does: a valid one takes effect at once
+(authorization, limits, series) without closing streams it still authorizes; what needs the
+sockets or files opened anew (listen, transport, state_dir) waits for a restart, and says so.
+An invalid one is logged in one line and the running one stays. Both are shown by
+courierwatch_config_last_reload_successful and ..._success_timestamp_seconds.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,12 +20,12 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
-from courierwatch.collector.config import CollectorConfig
+from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.collector.ingest import Ingest
 from courierwatch.collector.state import State
 from courierwatch.collector.store import Store
 from courierwatch.collector.web import build_app
-from courierwatch.common.configfile import TransportConfig
+from courierwatch.common.configfile import BUILTIN, ConfigError, TransportConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +36,18 @@ SERVER_OPTIONS = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    # gRPC sets SO_REUSEPORT by default: a second collector on the same port would start and
+    # the kernel would split probes between the two. Off, the port in use is a start error.
+    ("grpc.so_reuseport", 0),
 )
 # Seconds a stopping collector lets open streams finish applying what they received.
 DRAIN_SECONDS = 5.0
 # How often silent probes are looked for and forgotten.
 HOUSEKEEPING_SECONDS = 60.0
+# What changes only with a restart: the sockets and files opened at start.
+_AT_RESTART = ("grpc_listen", "http_listen", "transport", "state_dir")
+_LINGER_SECONDS = 1.0  # that a connection turned away may take to close
+_TURNED_AWAY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +75,14 @@ def server_credentials(transport: TransportConfig) -> grpc.ServerCredentials | N
 
 
 async def serve(
-    config: CollectorConfig, stop: asyncio.Event, on_ready: Callable[[Bound], None]
+    config: CollectorConfig,
+    stop: asyncio.Event,
+    on_ready: Callable[[Bound], None],
+    *,
+    hangup: asyncio.Event | None = None,
 ) -> None:
+    """Run until `stop` is set. `hangup`: set by the caller's SIGHUP handler to reload the
+    config file; without it, serve() takes SIGHUP over itself (when the config is a file)."""
     state = State(
         stale_intervals=config.stale_intervals,
         min_stale=config.min_stale,
@@ -89,26 +111,125 @@ async def serve(
         grpc_port = server.add_insecure_port(config.grpc_listen)
     else:
         grpc_port = server.add_secure_port(config.grpc_listen, credentials)
-    runner = web.AppRunner(build_app(state), access_log=None)
+    runner = web.AppRunner(
+        build_app(state, lambda: store.problem),
+        access_log=None,
+        # aiohttp closes a connection idle this long between requests, and times a new one
+        # from its start: a client that never finishes its headers is closed after it.
+        keepalive_timeout=config.limits.http_header_timeout,
+        shutdown_timeout=DRAIN_SECONDS,
+    )
     await runner.setup()
+    assert runner.server is not None
+    connections = _Capped(runner.server, state, config.limits.max_http_connections)
     http_host, http_port = _split(config.http_listen)
-    site = web.TCPSite(runner, http_host, http_port)
     await server.start()
     housekeeping = asyncio.create_task(_forget_silent(state, store))
+    reloading: asyncio.Task[None] | None = None
+    if config.source != BUILTIN:  # built in code (`up`): there is no file to read again
+        if hangup is None:
+            hangup = asyncio.Event()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hangup.set)
+        reload = _Reload(config, state, ingest, connections)
+        reloading = asyncio.create_task(_reload_on(hangup, reload))
+    http: asyncio.Server | None = None
     try:
-        await site.start()
+        http = await asyncio.get_running_loop().create_server(
+            connections, http_host or None, http_port, reuse_address=True
+        )
         bound = Bound(
             grpc=_join(_split(config.grpc_listen)[0], grpc_port),
-            http=_join(http_host, runner.addresses[0][1]),
+            http=_join(http_host, http.sockets[0].getsockname()[1]),
         )
         on_ready(bound)
         await stop.wait()
     finally:
         housekeeping.cancel()
+        if reloading is not None:
+            reloading.cancel()
+        if http is not None:
+            http.close()
         # Stop taking streams, let open ones finish the batch in hand (saves are shielded).
         await server.stop(DRAIN_SECONDS)
         await runner.cleanup()
         await store.close()
+
+
+class _Capped:
+    """The HTTP side's protocol factory: beyond `cap` open connections, a new one is turned
+    away with a 503 (and counted) rather than served; aiohttp itself has no such cap."""
+
+    def __init__(self, server: web.Server, state: State, cap: int) -> None:
+        self._server, self._state, self.cap = server, state, cap
+        # Made but not yet in server.connections: asyncio calls connection_made soon after
+        # the factory, so one turn of the loop may accept many before any of them shows.
+        self._starting = 0
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if len(self._server.connections) + self._starting >= self.cap:
+            self._state.limited["http_connections"] += 1
+            return _TurnAway()
+        if not self._starting:  # two hops: after the connection_made calls queued meanwhile
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._started)
+        self._starting += 1
+        return self._server()
+
+    def _started(self) -> None:
+        self._starting = 0
+
+
+class _TurnAway(asyncio.Protocol):
+    """Answers 503 and closes. Half-closed first, so that the client reads the answer rather
+    than a reset for the request it sent; aborted after a second if it does not close."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(_TURNED_AWAY)
+        transport.write_eof()
+        asyncio.get_running_loop().call_later(_LINGER_SECONDS, transport.abort)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+
+class _Reload:
+    """The SIGHUP handler: read the configuration file again and apply what can change."""
+
+    def __init__(
+        self, config: CollectorConfig, state: State, ingest: Ingest, connections: _Capped
+    ) -> None:
+        self._config, self._state, self._ingest, self._connections = (
+            config, state, ingest, connections,
+        )  # fmt: skip
+
+    def __call__(self) -> None:
+        running = self._config
+        try:
+            new = load_collector_config(running.source, insecure=running.transport.insecure)
+        except (ConfigError, OSError) as error:
+            self._state.config_reload_ok = False
+            log.error("configuration not reloaded, the running one stays: %s", error)
+            return
+        later = [name for name in _AT_RESTART if getattr(new, name) != getattr(running, name)]
+        if later:
+            log.warning("configuration reloaded, but %s change only at a restart",
+                        ", ".join(later))  # fmt: skip
+        state = self._state
+        state.stale_intervals, state.min_stale = new.stale_intervals, new.min_stale
+        state.forget_after = new.forget_after
+        self._ingest.reconfigure(new.authorization, new.limits)
+        self._connections.cap = new.limits.max_http_connections
+        self._config = dataclasses.replace(new, **{name: getattr(running, name) for name in later})
+        state.config_reload_ok, state.config_reload_at = True, state.clock()
+        log.info("configuration reloaded from %s", running.source)
+
+
+async def _reload_on(hangup: asyncio.Event, reload: Callable[[], None]) -> None:
+    while True:
+        await hangup.wait()
+        hangup.clear()
+        reload()
 
 
 async def _forget_silent(state: State, store: Store) -> None:

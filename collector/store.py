@@ -6,20 +6,33 @@ A batch's changes are committed before the batch is acknowledged (the caller's r
 worker thread runs every call in order, so the event loop never waits on the disk. Batches
 saved while a commit runs are committed together in the next one (group commit): a
 transaction costs about as much for a thousand probes' batches as for one.
+
+A commit that fails for want of room (or another fault of the disk) is tried again, with
+what was saved meanwhile, until it works: the batches wait unacknowledged (their probes
+keep them spooled) and `problem` says why, for /healthz. A file at start that is not a
+usable store (not SQLite, damaged, another schema) is moved aside with a timestamp, said in
+one log line, and a fresh store is started: what that costs is in the README (Delivery).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from courierwatch.collector.state import Applied, CheckKey, CountKey, Probe, ProbeKey
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Seconds between attempts at a commit that failed: doubling from the first to the last.
+RETRY_SECONDS = (0.25, 5.0)
+_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 # A check's counters are keyed by a small integer rather than its eight labels: an upsert
 # of the busiest table then costs a third as much.
@@ -45,6 +58,16 @@ CREATE TABLE IF NOT EXISTS outcome_counts (
 """
 
 ProbeRow = tuple[str, str, int, int, int, float]  # site, probe, through, applied, dups, seen
+# Every table of the schema and its columns, in order: what a file must have to be a store.
+_TABLES = {
+    "probes": ("site", "probe", "applied_through", "applied", "duplicates", "last_seen"),
+    "checks": ("id", "site", "probe", "target", "port", "kind", "grp", "family", "via"),
+    "outcome_counts": ("check_id", "outcome", "n"),
+}
+
+
+class NotAStore(Exception):
+    """The file at the store's path is not a store this code can use."""
 
 
 class Store:
@@ -55,10 +78,14 @@ class Store:
         # Saved but not yet committed: each probe's newest row, the batches' count deltas
         # (summed by the database), who waits for the commit.
         self._rows: dict[ProbeKey, ProbeRow] = {}
+        self._committing: dict[ProbeKey, ProbeRow] = {}  # the rows of the commit under way
         self._counts: list[tuple[ProbeKey, dict[CountKey, int]]] = []
         self._waiting: list[asyncio.Future[None]] = []
         self._committer: asyncio.Task[None] | None = None
         self._ids: dict[ProbeKey, dict[CheckKey, int]] = {}  # the worker's: ids in `checks`
+        self.problem: str | None = None  # why commits fail now; None while they work
+        self.started_fresh = False  # the file found at start was moved aside
+        self._closing = asyncio.Event()
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, function, *args)
@@ -69,10 +96,51 @@ class Store:
         return await self._call(self._open)
 
     def _open(self) -> list[Probe]:
+        try:
+            return self._load(self._connect())
+        except NotAStore as error:
+            aside = self._move_aside()
+            log.error(
+                "state store %s is not usable (%s): moved it aside to %s and started a fresh "
+                "one; the applied sequence numbers and counters in it are lost, so each "
+                "probe's unacknowledged results are taken as new and its counters restart",
+                self._path, error, aside.name,
+            )  # fmt: skip
+            self.started_fresh = True
+            return self._load(self._connect())
+
+    def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        try:
+            _check_schema(db)  # before anything is written: what is moved aside is as found
+            # Every page is read at start, so a damaged file fails here, not mid-run.
+            verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if verdict != "ok":
+                raise NotAStore(" ".join(verdict.split()))  # it may span lines
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            db.close()
+            if getattr(error, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
+                raise NotAStore(str(error)) from error
+            raise  # locked, unreadable, no room: not the file's fault, so not moved aside
+        except NotAStore:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> Path:
+        # The wall clock only names the file for a person; nothing is judged by it.
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm", "-journal"):  # a stale log must not meet a new file
+            source = self._path.with_name(self._path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+        return aside
+
+    def _load(self, db: sqlite3.Connection) -> list[Probe]:
         self._db = db
         probes: dict[ProbeKey, Probe] = {}
         for site, probe_id, through, applied, duplicates, last_seen in db.execute(
@@ -90,9 +158,9 @@ class Store:
             checks[check_id] = ((site, probe_id), key)
             self._ids.setdefault((site, probe_id), {})[key] = check_id
         for check_id, outcome, n in db.execute("SELECT check_id, outcome, n FROM outcome_counts"):
-            who, key = checks[check_id]
-            probe = probes.get(who)
-            if probe is not None:
+            who, key = checks.get(check_id, (None, None))
+            probe = probes.get(who) if who is not None else None
+            if probe is not None and key is not None:
                 probe.counts[(key, outcome)] = n
         return list(probes.values())
 
@@ -112,19 +180,58 @@ class Store:
         await asyncio.shield(done)
 
     async def _commit_while_saved(self) -> None:
+        delay = RETRY_SECONDS[0]
         while self._waiting:
-            rows, counts, waiting = list(self._rows.values()), self._counts, self._waiting
+            rows, counts, waiting = self._rows, self._counts, self._waiting
             self._rows, self._counts, self._waiting = {}, [], []
+            self._committing = rows
             try:
-                await self._call(self._save, rows, counts)
-            except Exception as error:  # every batch of this commit fails with it
-                for done in waiting:
-                    if not done.done():
-                        done.set_exception(error)
-            else:
-                for done in waiting:
-                    if not done.done():
-                        done.set_result(None)
+                await self._call(self._save, list(rows.values()), counts)
+            except (sqlite3.OperationalError, OSError) as error:  # no room, a faulty disk
+                # Back in front of what was saved meanwhile (newer rows win), and again.
+                self._rows = {**rows, **self._rows}
+                self._counts = counts + self._counts
+                self._waiting = waiting + self._waiting
+                self._failing(error)
+                if self._closing.is_set():
+                    self._fail(self._waiting, error)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._closing.wait()  # then a last attempt, at once
+                delay = min(2 * delay, RETRY_SECONDS[1])
+                continue
+            except Exception as error:  # not the disk's fault: every batch fails with it
+                self._fail(waiting, error)
+                continue
+            finally:
+                self._committing = {}
+            if self.problem is not None:
+                log.warning("the state store %s takes commits again", self._path)
+                self.problem, delay = None, RETRY_SECONDS[0]
+            for done in waiting:
+                if not done.done():
+                    done.set_result(None)
+
+    def _failing(self, error: Exception) -> None:
+        if self.problem is None:  # said once, not at every attempt
+            log.error("cannot commit to the state store %s (%s): acknowledging nothing until "
+                      "it can; the probes keep their results spooled", self._path, error)
+        self.problem = f"cannot commit to the state store: {error}"
+
+    @property
+    def closing(self) -> bool:
+        return self._closing.is_set()
+
+    def pending(self, who: ProbeKey) -> bool:
+        """Whether a batch of `who` is saved and not yet committed."""
+        return who in self._rows or who in self._committing
+
+    def _fail(self, waiting: list[asyncio.Future[None]], error: Exception) -> None:
+        for done in waiting:
+            if not done.done():
+                done.set_exception(error)
+        self._rows, self._counts, self._waiting = {}, [], []
 
     def _save(self, rows: list[ProbeRow], counts: list[tuple[ProbeKey, dict[CountKey, int]]]
               ) -> None:  # fmt: skip
@@ -132,6 +239,8 @@ class Store:
         known = self._ids
         new: dict[ProbeKey, dict[CheckKey, int]] = {}  # known once the commit is done
         deltas = []
+        if db.in_transaction:  # what a failed commit left (its rollback found no room either)
+            db.rollback()
         with db:
             db.execute("BEGIN")
             db.executemany(
@@ -177,8 +286,12 @@ class Store:
             self._ids.pop(key, None)
 
     async def close(self) -> None:
+        self._closing.set()  # a commit that keeps failing is tried once more, then given up
         if self._committer is not None:
             await self._committer  # what was saved is committed before the database closes
+        if self.problem is not None:
+            log.error("stopping with the state store failing: batches not committed were not "
+                      "acknowledged either, and their probes send them again")  # fmt: skip
         if self._db is not None:
             await self._call(self._db.close)
             self._db = None
@@ -188,3 +301,15 @@ class Store:
         if self._db is None:
             raise RuntimeError("the store is not open")
         return self._db
+
+
+def _check_schema(db: sqlite3.Connection) -> None:
+    """Raise NotAStore unless every table in the file is one of ours, with our columns."""
+    names = [name for (name,) in db.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' "
+        "ESCAPE '^'"  # SQLite's own, e.g. sqlite_stat1 after an ANALYZE
+    )]  # fmt: skip
+    for name in names:
+        columns = tuple(row[1] for row in db.execute(f'PRAGMA table_info("{name}")'))
+        if _TABLES.get(name) != columns:
+            raise NotAStore(f"table {name!r} is not one of a courierwatch state store")

@@ -3,6 +3,8 @@ status page (/ and /api/status) for people."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
@@ -14,7 +16,10 @@ from courierwatch.collector.exposition import Exposition
 from courierwatch.collector.state import State
 
 
-def build_app(state: State) -> web.Application:
+def build_app(
+    state: State, store_problem: Callable[[], str | None] = lambda: None
+) -> web.Application:
+    """`store_problem`: why the collector cannot commit (and so acknowledges nothing) now."""
     exposition = Exposition(state)  # keeps what it rendered, for the next scrape
     # The collector process's own health (process_cpu_seconds_total, ..._resident_memory_bytes,
     # ..._open_fds): its own registry, read from /proc at each scrape.
@@ -32,6 +37,9 @@ def build_app(state: State) -> web.Application:
         return response
 
     async def healthz(_: web.Request) -> web.Response:
+        problem = store_problem()
+        if problem is not None:  # up, but holding every probe's results in their spools
+            return web.Response(status=503, text=f"{problem}: acknowledging nothing\n")
         return web.Response(text="ok\n")
 
     app = web.Application()

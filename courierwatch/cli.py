@@ -214,7 +214,7 @@ def _collector(args: argparse.Namespace, service: _Service) -> int:
         # One line on stdout that scripts (and the end-to-end tests) can wait for.
         print(f"collector ready: grpc={bound.grpc} metrics={bound.metrics_url}", flush=True)
 
-    return _run_until_signal(service, serve(config, service.stop, announce))
+    return _run_until_signal(service, serve(config, service.stop, announce, hangup=service.hangup))
 
 
 def _pki(args: argparse.Namespace) -> int:

@@ -173,6 +173,9 @@ class _Probe:
         assert self._checking and self._flushing and self._sending
         self._checking.cancel()
         self._flushing.cancel()
+        # Let the checks finish cancelling first: a result put meanwhile must be flushed (and
+        # so sent) too, not only written at close.
+        await asyncio.wait({self._checking, self._flushing})
         await self._spool.flush()
         if not await self._uplink.drain(self._spool.durable_through, DRAIN_SECONDS):
             log.warning(

@@ -54,14 +54,65 @@ def test_a_reconnect_keeps_the_sequence(state, clock):
     assert again.applied_through == 5
 
 
-def test_a_late_result_counts_but_does_not_replace_the_current_one(state, clock):
+DAY = 86400.0
+KEY = ("1-courier.push.apple.com", 5223, "tls", "push", "", "")
+
+
+def test_the_latest_result_is_the_highest_number_whatever_its_clock_says(state, clock):
+    """The issue's case: the probe's clock stepped two days ahead for a few seconds and back;
+    the results after the step back (started "earlier") were never shown."""
     probe = state.connect(hello())
     state.apply(probe, [result(1, clock.now, pb.OUTCOME_OK)])
-    state.apply(probe, [result(2, clock.now - 20, pb.OUTCOME_REFUSED)])
+    state.apply(probe, [result(2, clock.now + 2 * DAY, pb.OUTCOME_OK)])
+    clock.now += 5
+    state.apply(probe, [result(3, clock.now, pb.OUTCOME_REFUSED)])
     (current,) = state.fresh(probe)
-    assert current.outcome == pb.OUTCOME_OK
-    key = ("1-courier.push.apple.com", 5223, "tls", "push", "", "")
-    assert probe.counts[(key, pb.OUTCOME_REFUSED)] == 1
+    assert current.seq == 3 and current.outcome == pb.OUTCOME_REFUSED
+    assert probe.counts[(KEY, pb.OUTCOME_OK)] == 2
+    assert probe.counts[(KEY, pb.OUTCOME_REFUSED)] == 1
+
+
+@pytest.mark.parametrize("step", [2 * DAY, -2 * DAY], ids=["ahead", "behind"])
+def test_freshness_is_judged_by_arrival_not_by_the_probes_clock(state, clock, step):
+    probe = state.connect(hello())
+    state.apply(probe, [result(1, clock.now + step)])
+    assert len(list(state.fresh(probe))) == 1  # a clock behind does not make it stale
+    clock.now += 91  # 3 x 30 s after it arrived
+    assert list(state.fresh(probe)) == []  # a clock ahead does not keep it fresh
+
+
+def test_the_probes_clock_offset_comes_from_its_health(state, clock):
+    probe = state.connect(hello())
+    assert probe.clock_offset is None
+    beat = pb.Health()
+    beat.sent_at.FromNanoseconds(int((clock.now + 2 * DAY) * 1e9))
+    state.report_health(probe, beat)
+    assert probe.clock_offset == pytest.approx(2 * DAY)
+    beat.sent_at.FromNanoseconds(int((clock.now - 0.25) * 1e9))
+    state.report_health(probe, beat)
+    assert probe.clock_offset == pytest.approx(-0.25)
+
+
+def test_what_a_probe_holds_in_memory_is_accounted(state, clock):
+    probe = state.connect(hello())
+    first = result(1, clock.now)
+    state.apply(probe, [first])
+    assert probe.state_bytes == first.ByteSize()
+    bigger = result(2, clock.now)
+    bigger.detail = "x" * 500
+    state.apply(probe, [bigger, result(3, clock.now, target="other")])
+    assert probe.state_bytes == sum(r.ByteSize() for r in probe.latest.values())
+
+
+def test_a_duplicate_identity_is_shown_while_it_keeps_trying(state, clock):
+    probe = state.connect(hello(), peer="ipv4:10.0.0.1:4000")
+    assert state.live(probe.key) is probe and not state.duplicated(probe)
+    state.note_duplicate(probe, "ipv4:10.0.0.2:5000")
+    assert state.duplicated(probe) and probe.duplicate_peer == "ipv4:10.0.0.2:5000"
+    clock.now += 91
+    assert not state.duplicated(probe)
+    state.disconnect(probe)
+    assert state.live(probe.key) is None
 
 
 def test_gauges_go_stale_after_three_intervals_and_never_before_min_stale(state, clock):
@@ -118,11 +169,11 @@ def test_a_pop_move_is_counted_once_and_timed(state, clock):
     assert (probe.pop, probe.pop_changes, probe.pop_changed_at) == ("eu-nw", 1, clock.now)
 
 
-def test_a_late_result_does_not_move_the_pop_back(state, clock):
+def test_a_clock_step_does_not_hide_a_pop_move(state, clock):
     probe = state.connect(hello())
-    state.apply(probe, [courier(1, clock.now, "eu-nw")])
-    state.apply(probe, [courier(2, clock.now - 60, "eu-central")])
-    assert (probe.pop, probe.pop_changes) == ("eu-nw", 0)
+    state.apply(probe, [courier(1, clock.now + 2 * DAY, "eu-nw")])
+    state.apply(probe, [courier(2, clock.now, "eu-central")])
+    assert (probe.pop, probe.pop_changes) == ("eu-central", 1)
 
 
 def test_health_is_kept_per_probe(state):

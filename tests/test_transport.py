@@ -56,22 +56,29 @@ def free_port() -> int:
 
 
 class Collector:
-    """A collector process that can be stopped, killed and started again on the same ports."""
+    """A collector process that can be stopped, killed and started again on the same ports.
+    `limits` and the other keyword arguments go into its config file (see write_config)."""
 
-    def __init__(self, tmp_path: Path, fleet: Path) -> None:
+    def __init__(self, tmp_path: Path, fleet: Path, **config) -> None:
         self.grpc = f"127.0.0.1:{free_port()}"
         self.http = f"127.0.0.1:{free_port()}"
         self.config = tmp_path / "collector.yaml"
+        self.fleet, self.state_dir = fleet, tmp_path / "collector-state"
+        self.write_config(**config)
+        self.url = f"http://{self.http}/metrics"
+        self._run = None
+        self.process = None
+
+    def write_config(self, *, limits=None, **config) -> None:
+        fleet = self.fleet
         self.config.write_text(yaml.safe_dump({
             "listen": {"grpc": self.grpc, "http": self.http},
             "transport": {"ca": str(fleet / "ca.pem"), "cert": str(fleet / "collector.pem"),
                           "key": str(fleet / "collector.key")},
-            "state_dir": str(tmp_path / "collector-state"),
-            "limits": {"max_message_bytes": 65536, "max_batch": 100},
+            "state_dir": str(self.state_dir),
+            "limits": {"max_message_bytes": 65536, "max_batch": 100, **(limits or {})},
+            **config,
         }))
-        self.url = f"http://{self.http}/metrics"
-        self._run = None
-        self.process = None
 
     async def start(self):
         self._run = courierwatch("collector", "--config", str(self.config))
@@ -86,16 +93,18 @@ class Collector:
 
 def probe_config(where: Path, collector: Collector, listener: int, **overrides) -> str:
     config = yaml.safe_load((where / "probe.yaml").read_text())
+    closed = free_port()
     config.update({
         "collectors": [collector.grpc],
         "catalog": {"groups": []},
         "spool": {"path": str(where / "spool.sqlite")},
-        # IP literals: these tests are about transport, not DNS.
+        # IP literals: these tests are about transport, not DNS. Ten checks a second at the
+        # shortest interval the config takes: one that works, nine refused at once.
         "targets": [
-            {"host": "127.0.0.1", "port": listener, "check": "tcp", "interval": "0.2s",
-             "timeout": "0.2s"},
-            {"host": "127.0.0.1", "port": free_port(), "check": "tcp", "interval": "0.2s",
-             "timeout": "0.2s"},
+            {"host": "127.0.0.1", "port": listener, "check": "tcp", "interval": "1s",
+             "timeout": "0.5s"},
+            *({"host": f"127.0.0.{n}", "port": closed, "check": "tcp", "interval": "1s",
+               "timeout": "0.5s"} for n in range(2, 11)),
         ],
         **overrides,
     })
