@@ -27,6 +27,7 @@ from prometheus_client.utils import floatToGoString
 
 from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State
 from courierwatch.common import sitestate
+from courierwatch.common.bounds import cut
 from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.common.sitestate import SiteState
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -294,6 +295,12 @@ FAMILIES: tuple[Family, ...] = (
            "Always 1; software version and configuration digest of the probe.",
            (*PROBE.labels, "version", "config_digest"), PROBE,
            lambda v: (((v.probe.version, v.probe.config_digest), 1.0),)),
+    _gauge("courierwatch_probe_families_info",
+           "Always 1; the address families the probe checks (ipv4,ipv6) and why: "
+           "'configured', or what `families: auto` found on the probe's host.",
+           (*PROBE.labels, "families", "reason"), PROBE,
+           lambda v: (((",".join(v.probe.families), cut(v.probe.families_reason, 256)), 1.0),)
+           if v.probe.families else ()),
     _gauge("courierwatch_group_info",
            "Always 1; the title of a service group the probe checks, and whether it is "
            "critical (an outage stops enrolment, management or push), as its catalog says.",
@@ -315,6 +322,13 @@ FAMILIES: tuple[Family, ...] = (
     _counter("courierwatch_probe_spool_dropped",
              "Results the probe dropped because its spool hit a bound.", PROBE.labels, PROBE,
              lambda v: _one(v.probe.health.dropped_total)),
+    _counter("courierwatch_probe_spool_quarantined",
+             "Spooled rows the probe could not read or send and moved aside (never blocking "
+             "the rows behind them).", PROBE.labels, PROBE,
+             lambda v: _one(v.probe.health.quarantined_total)),
+    _counter("courierwatch_probe_spool_dropped_disk_full",
+             "Oldest results the probe dropped because its disk was full.", PROBE.labels,
+             PROBE, lambda v: _one(v.probe.health.dropped_disk_full_total)),
     _gauge("courierwatch_probe_loop_lag_seconds",
            "How late the probe's latest check started against its schedule.", PROBE.labels,
            PROBE, lambda v: _one(v.probe.health.loop_lag_seconds)),

@@ -56,6 +56,9 @@ class Probe:
     probe_id: str
     version: str = ""
     config_digest: str = ""
+    # The address families the probe checks and why (configured, or how `auto` decided).
+    families: tuple[str, ...] = ()
+    families_reason: str = ""
     streams: int = 0  # open streams: one at most (ingest refuses a second, see there)
     peer: str = ""  # where the open stream comes from
     # The latest stream refused because this identity had one open: from where, and when.
@@ -173,6 +176,8 @@ class State:
             probe = self._probes[key] = Probe(hello.site, hello.probe_id)
         probe.version = hello.software_version
         probe.config_digest = hello.config_digest
+        probe.families = tuple(hello.families)
+        probe.families_reason = hello.families_reason
         probe.groups = {g.id: GroupFacts(g.id, g.title or g.id, g.critical) for g in hello.groups}
         probe.streams += 1
         probe.peer = peer

@@ -111,6 +111,9 @@ async def test_probe_to_collector_to_metrics(tmp_path, apple, fleet):
             samples = await wait_for_metrics(url, wanted, 30)
 
             assert samples[key("courierwatch_probe_up", site=SITE, probe=PROBE)] == 1
+            # What the probe checks and why travels in its Hello (families: [ipv4] here).
+            assert samples[key("courierwatch_probe_families_info", site=SITE, probe=PROBE,
+                               families="ipv4", reason="configured")] == 1  # fmt: skip
             assert samples[key("courierwatch_check_success", **courier, pop="eu-central")] == 1
             assert samples[key("courierwatch_pop_info", site=SITE, probe=PROBE,
                                pop="eu-central")] == 1

@@ -157,6 +157,8 @@ def golden_state(clock):
     hello.groups.add(id="push", title="Push notifications (APNs)", critical=True)
     hello.groups.add(id="icloud", title="iCloud", critical=False)
     hello.groups.add(id="mdm_vendor", title="mdm_vendor", critical=True)
+    hello.families[:] = ["ipv4", "ipv6"]
+    hello.families_reason = "IPv6 too: global address 2001:db8::5 on eth0 with a default route"
     probe = state.connect(hello)
     batch = []
     for seq, (family, port, pop) in enumerate(
@@ -191,6 +193,7 @@ def golden_state(clock):
     moved.phases.connect = 0.015
     state.apply(probe, [moved, batch[0]])  # a replay: counted as a duplicate
     state.report_health(probe, pb.Health(spool_depth=12, spool_bytes=4096, dropped_total=3,
+                                         quarantined_total=2, dropped_disk_full_total=5,
                                          loop_lag_seconds=0.125,
                                          oldest_pending_seconds=2.5))  # fmt: skip
     # An older probe, with no group facts in its Hello, down now.

@@ -185,7 +185,11 @@ async def _watch(run: Run) -> None:
             samples = await run.lab.collector_metrics()
         except (OSError, AssertionError):
             samples = {}
-        if before is not None and shows(samples, "offline", before):
+        # Stopped once the collector has seen it ok and Prometheus knows its POP, as it would
+        # for a Pi that had been running for a while: ProbeDown names the last known POP.
+        if before is not None and shows(samples, "offline", before) and await run.prom.query(
+            'site:courierwatch_pop:last_known{site="offline",pop!="unknown"}'
+        ):
             before = None
             run.seen.setdefault("offline", {})["before"] = "ok, with no cause"
             await run.lab.stop_probe("offline")
