@@ -47,3 +47,15 @@ def test_a_reused_batch_carries_new_sequence_numbers_and_a_marker():
     assert [r.target for r in results[:6]] == [c.target for c in checks] * 2
     assert results[6].target == workload.MARKER_TARGET
     assert results[6].started_at.ToNanoseconds() == 1_500_000_000
+
+
+@pytest.mark.integration
+@pytest.mark.root(reason="the soak runs in network and PID namespaces of its own")
+def test_soak_benchmark_prints_its_table():
+    done = subprocess.run([sys.executable, str(BENCH / "soak.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=110)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "| t s | probe RSS MB | probe fds |" in done.stdout
+    rows = [line for line in done.stdout.splitlines() if line.startswith("|")]
+    assert len(rows) >= 3  # the header, its rule and at least one sample
+    assert "\nprobe: RSS " in done.stdout and "\ncollector: RSS " in done.stdout
