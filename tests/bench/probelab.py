@@ -77,7 +77,7 @@ class Load:
 
     @property
     def timeout(self) -> float:
-        return min(5.0, self.interval)  # a check's timeout may not exceed its interval
+        return min(5.0, self.interval / 2)  # a check's timeout must be shorter than its interval
 
     @property
     def checks(self) -> int:
