@@ -13,6 +13,8 @@ which site, what it keeps on disk, its limits, and when series go away.
              max_http_connections: 256, http_header_timeout: 10s}
     series: {stale_intervals: 3, min_stale: 60s, forget_after: 30d}  # 1 to 1000 intervals,
                                        # 1s to 1d, 1m to 3650d
+    remote_write: {url: http://victoriametrics:8428/api/v1/write}  # absent: scrape mode
+                                       # (collector/remote/config.py: its limits)
 
 The transport's PEM files are parsed at load; files must be regular files of at most 1 MiB.
 """
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from courierwatch.collector.remote.config import RemoteWriteConfig, read_remote_write
 from courierwatch.common.bounds import DEFAULT_MAX_STRING_BYTES
 from courierwatch.common.configfile import (
     BUILTIN,
@@ -61,6 +64,8 @@ class CollectorConfig:
     state_dir: str = field(default_factory=lambda: default_state_dir())
     authorization: dict[str, tuple[str, ...]] = field(default_factory=dict)
     limits: Limits = field(default_factory=lambda: Limits())
+    # Where every result also goes, at its own time; None: scrape mode only (the default).
+    remote_write: RemoteWriteConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,8 @@ def load_collector_config(path: str | None, *, insecure: bool = False) -> Collec
     """
     doc = read_yaml(path)
     root = doc.root
-    root.check_keys("listen", "transport", "series", "state_dir", "authorization", "limits")
+    root.check_keys("listen", "transport", "series", "state_dir", "authorization", "limits",
+                    "remote_write")  # fmt: skip
     listen = root.section("listen")
     listen.check_keys("grpc", "http")
     series = root.section("series")
@@ -118,6 +124,7 @@ def load_collector_config(path: str | None, *, insecure: bool = False) -> Collec
         state_dir=root.value("state_dir", _state_dir(doc.source), None) or default_state_dir(),
         authorization=_authorization(root.section("authorization")),
         limits=_limits(root.section("limits")),
+        remote_write=read_remote_write(root.section("remote_write"), root.has("remote_write")),
     )
     # Forgetting a probe sooner than its gauges go stale would drop series that are still live.
     if config.forget_after < config.min_stale:

@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
 
 from courierwatch.collector.config import Limits
+from courierwatch.collector.remote.send import Closed, Delivery, RemoteWriter
 from courierwatch.collector.state import Applied, CheckKey, Probe, ProbeKey, State, check_key
 from courierwatch.collector.store import Store
 from courierwatch.common import bounds
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Collector"].full_name
 MAX_GROUPS = 256  # group facts in one Hello: the catalog has a dozen
+# Remote-write mode: batches of one stream read ahead while earlier ones wait for the store
+# (the writer's queue bounds their samples; this, their number).
+MAX_UNSTORED_BATCHES = 256
 MAX_SEQ = 2**63 - 1  # what the store (an SQLite INTEGER) holds; a probe counts from 1
 
 
@@ -60,6 +64,15 @@ class _Stream:
     waiting: asyncio.Timeout | None = None  # while waiting for the probe's next message
 
 
+@dataclass(slots=True)
+class _Batch:
+    """One batch as received (duplicates included), its check keys and what it changed."""
+
+    results: list[pb.Result]
+    keys: list[CheckKey]
+    change: Applied
+
+
 class Ingest:
     def __init__(
         self,
@@ -69,9 +82,15 @@ class Ingest:
         authorization: dict[str, tuple[str, ...]],
         limits: Limits,
         require_identity: bool,
+        writer: RemoteWriter | None = None,
     ) -> None:
+        """`writer`: remote-write mode, where a batch is acknowledged once the store has it."""
         self._state = state
         self._store = store
+        self._writer = writer
+        # Remote-write mode: per probe, the highest number this process acknowledged (so the
+        # store has everything up to it): the most a Welcome may tell the probe to delete.
+        self._stored: dict[ProbeKey, int] = {}
         self._authorization = authorization
         self._limits = limits
         self._require_identity = require_identity  # False only in the insecure mode
@@ -123,11 +142,15 @@ class Ingest:
             probe = stream.probe
             log.info("probe %s/%s connected from %s", *probe.key, peer)
             yield pb.CollectorMessage(welcome=pb.Welcome(
-                applied_through_seq=probe.applied_through, max_batch=limits.max_batch,
+                applied_through_seq=self._deletable(probe), max_batch=limits.max_batch,
                 max_message_bytes=limits.max_message_bytes,
                 max_string_bytes=limits.max_string_bytes,
                 idle_timeout_seconds=limits.idle_timeout,
             ))  # fmt: skip
+            if self._writer is not None:
+                async for message in self._acks_once_stored(requests, stream, self._writer):
+                    yield message
+                return
             while (raw := await self._next(requests, stream)) is not None:
                 change = self._apply(probe, raw)
                 # Not kept while the batch is committed (a thousand streams may wait on
@@ -201,12 +224,81 @@ class Ingest:
             log.critical("cannot commit to the state store (%s): exiting", error)
             os._exit(75)  # EX_TEMPFAIL
 
+    def _deletable(self, probe: Probe) -> int:
+        """What a Welcome tells the probe is applied (so it deletes up to it): in scrape mode
+        what is committed; in remote-write mode no more than this process acknowledged, so a
+        probe that comes back (or moves here from another collector) sends again whatever
+        the store may not have. The store keeps one copy of what it gets twice."""
+        if self._writer is None:
+            return probe.applied_through
+        return min(probe.applied_through, self._stored.get(probe.key, 0))
+
+    async def _acks_once_stored(
+        self, requests: AsyncIterator[bytes], stream: _Stream, writer: RemoteWriter
+    ) -> AsyncIterator[pb.CollectorMessage]:
+        """Remote-write mode: each batch is applied and committed as in scrape mode and its
+        samples written; its Ack goes once the store has them, or refused them for good (the
+        writer counts and logs that; acknowledged all the same, so that it never wedges the
+        stream). Reading goes on meanwhile and the acks follow in order. While the store is
+        down the writer's full queue stops the reading (write() waits): the probe keeps the
+        rest spooled. A writer closed first (the collector stopping) ends the stream with
+        nothing more acknowledged."""
+        probe = stream.probe
+        # Per batch, in order: the number it is acknowledged through, and its delivery;
+        # None once reading ended.
+        written: asyncio.Queue[tuple[int, Delivery] | None] = asyncio.Queue(MAX_UNSTORED_BATCHES)
+
+        async def read() -> None:
+            try:
+                while (raw := await self._next(requests, stream)) is not None:
+                    batch = self._apply_message(probe, raw)
+                    del raw  # as in scrape mode: not kept while waiting
+                    if batch is None or not batch.results:
+                        continue
+                    # Every result, duplicates too: the state having seen a result does not
+                    # say that the store has it. Through the batch's own last number, not the
+                    # state's: what lies beyond may still be on its way to the store.
+                    through = batch.results[-1].seq
+                    delivery = await writer.write(probe.site, probe.probe_id, batch.results,
+                                                  batch.keys)  # fmt: skip
+                    change = batch.change
+                    del batch
+                    await self._commit(probe, change)
+                    await written.put((through, delivery))
+            finally:
+                if not reader.cancelling():  # else nobody reads the queue any more
+                    await written.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (entry := await written.get()) is not None:
+                through, delivery = entry
+                try:
+                    await delivery  # None: stored; a Rejection: given up, counted, logged
+                except Closed:
+                    raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
+                                  "the collector is stopping before the store had the "
+                                  "results: send them again") from None  # fmt: skip
+                self._stored[probe.key] = max(self._stored.get(probe.key, 0), through)
+                yield pb.CollectorMessage(ack=pb.Ack(through_seq=through))
+            await reader  # why reading ended: the probe closed its side, or a refusal
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
     def _apply(self, probe: Probe, raw: bytes) -> Applied | None:
         """Parse, check and apply one message; what a batch changed, None for the rest."""
+        batch = self._apply_message(probe, raw)
+        return None if batch is None else batch.change
+
+    def _apply_message(self, probe: Probe, raw: bytes) -> _Batch | None:
+        """Parse, check and apply one message; a batch with what it changed, None for the
+        rest."""
         message = self._parse(raw)
         if message.HasField("batch"):
             results = list(message.batch.results)  # each access would wrap anew
-            return self._state.apply(probe, results, self._check_batch(probe, results))
+            keys = self._check_batch(probe, results)
+            return _Batch(results, keys, self._state.apply(probe, results, keys))
         if message.HasField("health"):
             self._state.report_health(probe, message.health)
         return None

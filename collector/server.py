@@ -22,6 +22,7 @@ from aiohttp import web
 
 from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.collector.ingest import Ingest
+from courierwatch.collector.remote.send import RemoteWriter
 from courierwatch.collector.state import State
 from courierwatch.collector.store import Store
 from courierwatch.collector.web import build_app
@@ -45,7 +46,7 @@ DRAIN_SECONDS = 5.0
 # How often silent probes are looked for and forgotten.
 HOUSEKEEPING_SECONDS = 60.0
 # What changes only with a restart: the sockets and files opened at start.
-_AT_RESTART = ("grpc_listen", "http_listen", "transport", "state_dir")
+_AT_RESTART = ("grpc_listen", "http_listen", "transport", "state_dir", "remote_write")
 _LINGER_SECONDS = 1.0  # that a connection turned away may take to close
 _TURNED_AWAY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
@@ -92,12 +93,14 @@ async def serve(
     for probe in await store.open():
         state.restore(probe)
     credentials = server_credentials(config.transport)
+    writer = RemoteWriter.from_config(config.remote_write)  # None: scrape mode
     ingest = Ingest(
         state,
         store,
         authorization=config.authorization,
         limits=config.limits,
         require_identity=credentials is not None,
+        writer=writer,
     )
     # gRPC itself refuses only what is far over the limit; up to twice the limit the
     # servicer sees the message, so it can refuse it with a reason and count it.
@@ -112,7 +115,7 @@ async def serve(
     else:
         grpc_port = server.add_secure_port(config.grpc_listen, credentials)
     runner = web.AppRunner(
-        build_app(state, lambda: store.problem),
+        build_app(state, lambda: store.problem, writer.telemetry if writer else None),
         access_log=None,
         # aiohttp closes a connection idle this long between requests, and times a new one
         # from its start: a client that never finishes its headers is closed after it.
@@ -123,6 +126,8 @@ async def serve(
     assert runner.server is not None
     connections = _Capped(runner.server, state, config.limits.max_http_connections)
     http_host, http_port = _split(config.http_listen)
+    if writer is not None:
+        await writer.open()
     await server.start()
     housekeeping = asyncio.create_task(_forget_silent(state, store))
     reloading: asyncio.Task[None] | None = None
@@ -151,6 +156,8 @@ async def serve(
             http.close()
         # Stop taking streams, let open ones finish the batch in hand (saves are shielded).
         await server.stop(DRAIN_SECONDS)
+        if writer is not None:  # what the streams left unacknowledged waits in the spools
+            await writer.close()
         await runner.cleanup()
         await store.close()
 

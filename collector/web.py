@@ -13,13 +13,17 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from courierwatch.collector import status
 from courierwatch.collector.exposition import Exposition
+from courierwatch.collector.remote.telemetry import Telemetry
 from courierwatch.collector.state import State
 
 
 def build_app(
-    state: State, store_problem: Callable[[], str | None] = lambda: None
+    state: State,
+    store_problem: Callable[[], str | None] = lambda: None,
+    remote_write: Telemetry | None = None,
 ) -> web.Application:
-    """`store_problem`: why the collector cannot commit (and so acknowledges nothing) now."""
+    """`store_problem`: why the collector cannot commit (and so acknowledges nothing) now.
+    `remote_write`: the remote writer's own metrics, in remote-write mode."""
     exposition = Exposition(state)  # keeps what it rendered, for the next scrape
     # The collector process's own health (process_cpu_seconds_total, ..._resident_memory_bytes,
     # ..._open_fds): its own registry, read from /proc at each scrape.
@@ -32,6 +36,8 @@ def build_app(
         await response.prepare(request)
         for chunk in chunks:
             await response.write(chunk)
+        if remote_write is not None:
+            await response.write(remote_write.render().encode())
         await response.write(generate_latest(process))
         await response.write_eof()
         return response

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import aiohttp
 import cramjam
 
+from courierwatch.collector.remote.config import RemoteWriteConfig
 from courierwatch.collector.remote.encode import Encoder
 from courierwatch.collector.remote.telemetry import Telemetry
 from courierwatch.collector.state import CheckKey
@@ -166,14 +167,28 @@ class RemoteWriter:
         self._senders: list[asyncio.Task[None]] = []
         self._closed = False
 
+    @classmethod
+    def from_config(cls, config: RemoteWriteConfig | None) -> RemoteWriter | None:
+        """The writer a collector config asks for; None in scrape mode."""
+        if config is None:
+            return None
+        return cls(config.url, headers=config.headers,
+                   max_queued_samples=config.max_queued_samples,
+                   max_request_samples=config.max_request_samples,
+                   concurrency=config.concurrency, timeout=config.timeout)  # fmt: skip
+
     async def __aenter__(self) -> RemoteWriter:
+        await self.open()
+        return self
+
+    async def open(self) -> None:
+        """Start sending (on the running event loop); close() stops."""
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
             timeout=aiohttp.ClientTimeout(total=self._timeout),
         )
         self._senders = [asyncio.create_task(self._send_forever())
                          for _ in range(self._concurrency)]  # fmt: skip
-        return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()

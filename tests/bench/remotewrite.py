@@ -19,6 +19,15 @@ Per store:
   done): p50 and p99.
 The line "encoder only" is the encoder alone on the same results, no network.
 
+    python tests/bench/remotewrite.py --disk 6             # VictoriaMetrics' bytes per sample
+
+--disk HOURS writes HOURS of a fleet's results (--disk-probes x --checks, each check at its
+interval, 30 s or 60 s; durations with full float precision and the run's jitter, start times
+a few ms off their schedule, as a probe's are) to a VictoriaMetrics, merges its parts as it
+does by itself, and prints its disk use (vm_data_size_bytes) per sample, data parts and index
+apart, and the index per check per day (it grows with series and days, not samples): the
+figures deploy/README.md's sizing table uses.
+
 This process runs pinned to CPU 0 when the machine has two or more cores, the stores to the
 others (harness.COLLECTOR_CPUS, DRIVER_CPUS).
 """
@@ -29,6 +38,7 @@ import argparse
 import asyncio
 import cProfile
 import os
+import random
 import sys
 import tempfile
 import time
@@ -36,8 +46,10 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import aiohttp
 import harness
 import workload
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the store fixtures
 from test_remotewrite_stores import STORES
@@ -176,6 +188,69 @@ def encoder_only(args: argparse.Namespace) -> list[str]:
             "", "", "", "", ""]  # fmt: skip
 
 
+async def disk(args: argparse.Namespace) -> list[str]:
+    """Writes args.disk hours of a fleet to a VictoriaMetrics; its bytes per sample."""
+    draw = random.Random(12).random
+    probes = [(f"site{n}", "probe0") for n in range(args.disk_probes)]
+    fleet = {who: workload.results(args.checks, 0.0) for who in probes}
+    keys = {who: [check_key(r) for r in rs] for who, rs in fleet.items()}
+    span = int(args.disk * 3600)
+    start = int(time.time()) - span - 60
+    with tempfile.TemporaryDirectory(prefix="cw-rw-disk-") as tmp:
+        async with STORES["victoria-metrics"](Path(tmp)) as running:
+            async with RemoteWriter(running.write, max_request_samples=args.request_samples,
+                                    concurrency=2) as writer:  # fmt: skip
+                pending: list[asyncio.Future] = []
+                for at in range(0, span, ROUND_SECONDS):
+                    for who, results in fleet.items():
+                        due = [(r, k) for r, k in zip(results, keys[who], strict=True)
+                               if at % int(r.interval_seconds) == 0]  # fmt: skip
+                        for n, (result, _) in enumerate(due):
+                            offset = (n * 7919) % int(result.interval_seconds)  # its slot
+                            result.started_at.FromNanoseconds(
+                                (start + at + offset) * 10**9 + int(draw() * 8e6))
+                            phases = result.phases
+                            for name in ("dns", "connect", "tls", "first_byte", "total"):
+                                if phases.HasField(name):
+                                    setattr(phases, name, 0.005 + 0.05 * draw() ** 3)
+                        pending.append(await writer.write(*who, [r for r, _ in due],
+                                                          [k for _, k in due]))  # fmt: skip
+                        while pending and pending[0].done():
+                            assert pending.pop(0).result() is None
+                assert [await delivery for delivery in pending] == [None] * len(pending)
+                samples = writer.telemetry.sent
+            async with aiohttp.ClientSession() as session:
+                async with session.get(running.flush) as response:
+                    assert response.status == 200
+                month = time.strftime("%Y_%m", time.gmtime(start))
+                async with session.get(running.api + "/internal/force_merge",
+                                       params={"partition_prefix": month}) as response:
+                    assert response.status == 200
+                sizes = await _merged_sizes(session, running.api)
+    data = sizes.get("storage/small", 0) + sizes.get("storage/big", 0)
+    index = sum(size for kind, size in sizes.items() if kind.startswith("indexdb"))
+    checks = sum(len(rs) for rs in fleet.values())
+    return [f"{args.disk:g} h", f"{checks:,}", f"{samples:,}",
+            f"{data / samples:.2f}", f"{index / samples:.2f}", f"{(data + index) / samples:.2f}",
+            f"{index / checks / (args.disk / 24):,.0f}"]  # fmt: skip
+
+
+async def _merged_sizes(session: aiohttp.ClientSession, api: str) -> dict[str, float]:
+    """vm_data_size_bytes by type, once no merge is running (it reports no event)."""
+    for _ in range(600):  # at most a minute
+        async with session.get(api + "/metrics") as response:
+            text = await response.text()
+        values = {s.name + s.labels.get("type", ""): s.value
+                  for family in text_string_to_metric_families(text)
+                  for s in family.samples}  # fmt: skip
+        merging = sum(v for k, v in values.items() if k.startswith("vm_active_merges"))
+        if not merging:
+            break
+        await asyncio.sleep(0.1)  # polling: VictoriaMetrics offers nothing to await
+    return {k.removeprefix("vm_data_size_bytes"): v for k, v in values.items()
+            if k.startswith("vm_data_size_bytes")}  # fmt: skip
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stores", default=",".join(sorted(STORES)))
@@ -188,7 +263,15 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per phase")
     parser.add_argument("--rate", type=int, default=20_000, help="results/s, paced phase")
     parser.add_argument("--profile", type=Path, help="cProfile stats of the throughput phases")
+    parser.add_argument("--disk", type=float, help="hours to write: VictoriaMetrics' disk use")
+    parser.add_argument("--disk-probes", type=int, default=4, help="probes, with --disk")
     args = parser.parse_args()
+    if args.disk is not None:
+        row = await disk(args)
+        print(f"{harness.machine()}; load average {os.getloadavg()[0]:.1f}\n")
+        print(harness.table(["span", "checks", "samples", "data B/sample", "index B/sample",
+                             "total B/sample", "index B/check/day"], [row]))  # fmt: skip
+        return
     profile = cProfile.Profile() if args.profile else None
     rows = [encoder_only(args)]
     for name in args.stores.split(","):
