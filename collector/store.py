@@ -22,17 +22,16 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from courierwatch.collector.state import Applied, CheckKey, CountKey, Probe, ProbeKey
+from courierwatch.common import sqlitefile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Seconds between attempts at a commit that failed: doubling from the first to the last.
 RETRY_SECONDS = (0.25, 5.0)
-_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 # A check's counters are keyed by a small integer rather than its eight labels: an upsert
 # of the busiest table then costs a third as much.
@@ -66,7 +65,7 @@ _TABLES = {
 }
 
 
-class NotAStore(Exception):
+class NotAStore(sqlitefile.Damaged):
     """The file at the store's path is not a store this code can use."""
 
 
@@ -98,8 +97,8 @@ class Store:
     def _open(self) -> list[Probe]:
         try:
             return self._load(self._connect())
-        except NotAStore as error:
-            aside = self._move_aside()
+        except sqlitefile.Damaged as error:
+            aside = sqlitefile.move_aside(self._path)
             log.error(
                 "state store %s is not usable (%s): moved it aside to %s and started a fresh "
                 "one; the applied sequence numbers and counters in it are lost, so each "
@@ -110,35 +109,9 @@ class Store:
             return self._load(self._connect())
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        try:
-            _check_schema(db)  # before anything is written: what is moved aside is as found
-            # Every page is read at start, so a damaged file fails here, not mid-run.
-            verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-            if verdict != "ok":
-                raise NotAStore(" ".join(verdict.split()))  # it may span lines
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as error:
-            db.close()
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
-                raise NotAStore(str(error)) from error
-            raise  # locked, unreadable, no room: not the file's fault, so not moved aside
-        except NotAStore:
-            db.close()
-            raise
-        return db
-
-    def _move_aside(self) -> Path:
-        # The wall clock only names the file for a person; nothing is judged by it.
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm", "-journal"):  # a stale log must not meet a new file
-            source = self._path.with_name(self._path.name + suffix)
-            if source.exists():
-                source.rename(aside.with_name(aside.name + suffix))
-        return aside
+        return sqlitefile.open_checked(
+            self._path, _check_schema, lambda db: db.executescript(_SCHEMA)
+        )
 
     def _load(self, db: sqlite3.Connection) -> list[Probe]:
         self._db = db

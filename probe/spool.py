@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
 
+from courierwatch.common import sqlitefile
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 T = TypeVar("T")
@@ -72,7 +72,6 @@ _TABLES = {
     "quarantine": ("seq", "made", "body", "reason"),
 }
 _QUARANTINE_KEPT = 100  # the newest quarantined rows stay to be looked at; the count has them all
-_CORRUPT = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 # The log is copied into the file once it holds this many pages (SQLite's default is 1,000):
 # what a checkpoint may need to grow the file by stays within the reserve.
 _CHECKPOINT_PAGES = 256
@@ -91,7 +90,7 @@ class SpoolStats:
     dropped_disk_full: int  # the oldest, given up because the disk was full
 
 
-class NotASpool(Exception):
+class NotASpool(sqlitefile.Damaged):
     """The file at the spool's path is not a spool this code can use."""
 
 
@@ -145,8 +144,8 @@ class Spool:
     def _open(self) -> None:
         try:
             self._db = self._connect()
-        except NotASpool as error:
-            aside = self._move_aside()
+        except sqlitefile.Damaged as error:
+            aside = sqlitefile.move_aside(self._path)
             log.error(
                 "spool %s is not a usable spool (%s): moved it aside to %s and started a fresh "
                 "one; results in it that were never acknowledged are not sent",
@@ -156,30 +155,12 @@ class Spool:
         self._keep_reserve()
 
     def _connect(self) -> sqlite3.Connection:
-        """Open and check the file, and load what the spool keeps in memory."""
-        db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        try:
-            # Checked before anything is written, so what is moved aside is what was found.
-            _check_schema(db)
-            # Reads every page, as the totals in _load do anyway: a damaged file fails here,
-            # at start, and not in the middle of a run.
-            verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
-            if verdict != "ok":
-                raise NotASpool(" ".join(verdict.split()))  # it may span lines
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+        def setup(db: sqlite3.Connection) -> None:
             db.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             db.executescript(_SCHEMA)
-            self._load(db)
-        except sqlite3.DatabaseError as error:
-            db.close()
-            if getattr(error, "sqlite_errorcode", 0) & 0xFF in _CORRUPT:
-                raise NotASpool(str(error)) from error
-            raise  # locked, unreadable, no room: not the file's fault, so not moved aside
-        except NotASpool:
-            db.close()
-            raise
-        return db
+            self._load(db)  # the totals and the spool clock, from what the file holds
+
+        return sqlitefile.open_checked(self._path, _check_schema, setup)
 
     def _load(self, db: sqlite3.Connection) -> None:
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
@@ -199,16 +180,6 @@ class Spool:
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM results"
         ).fetchone()
         self._refresh_oldest(db)
-
-    def _move_aside(self) -> Path:
-        # The wall clock only names the file for a person; nothing is judged by it.
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
-        for suffix in ("", "-wal", "-shm", "-journal"):  # a stale log must not meet a new file
-            source = self._path.with_name(self._path.name + suffix)
-            if source.exists():
-                source.rename(aside.with_name(aside.name + suffix))
-        return aside
 
     async def close(self) -> None:
         await self.flush()
