@@ -17,7 +17,7 @@ Alertmanager with the shipped config. For each cause the test asserts
   Alertmanager, held back.
 
 Everything a case saw is gathered before its assertions, so a failing case still reports what
-each part said; tests/lab/last-run.md gets every case when the module ends.
+each part said; tests/lab/last-run.md (untracked) gets every case when the module ends.
 
 One lab holds every site: they converge at once, so the module takes about as long as the
 slowest cause. Each site has a POP of its own, so no two failing sites make a PopWideIncident
