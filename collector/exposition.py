@@ -18,7 +18,6 @@ the same table through prometheus_client (tests/reference_exposition.py) and com
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -388,61 +387,100 @@ class Exposition:
         return b"".join(self.render_chunks())
 
     def render_chunks(self) -> Iterator[bytes]:
-        """Renders the state now; the text comes in chunks of about CHUNK_BYTES, each made
-        as it is asked for. Write them one after the other: a body of a hundred megabytes
-        in one buffer costs more memory, and more time to make and to send, than rendering."""
-        pieces = self._pieces()
-        return ("".join(pieces[i : i + _PIECES_PER_CHUNK]).encode()
-                for i in range(0, len(pieces), _PIECES_PER_CHUNK))  # fmt: skip
+        """The state as text, in chunks of about CHUNK_BYTES, each rendered as it is asked for.
+        The caller may let the event loop run between two chunks (web.py does, so a scrape
+        of a million series never holds the loop for long): a probe's lines are read from
+        what was taken of it the first time the scrape came to it, and a result that arrives
+        meanwhile shows at the next scrape. Rendering chunk by chunk also keeps memory small:
+        no buffer holds the whole body, or a list of all its pieces."""
+        chunk: list[str] = []
+        for pieces in self._families():
+            chunk.extend(pieces)
+            if len(chunk) >= _PIECES_PER_CHUNK:
+                yield "".join(chunk).encode()
+                chunk = []
+        if chunk:
+            yield "".join(chunk).encode()
 
-    def _pieces(self) -> list[str]:
+    def _families(self) -> Iterator[list[str]]:
+        """The pieces of each family in table order, in runs of about _PIECES_PER_CHUNK."""
         state = self._state
+        probes = state.probes()
         # Entries of checks and probes that left the state go with the old dicts.
         previous, self._checks = self._checks, {}
         previous_probes, self._probes = self._probes, {}
-        fresh: list[_Pieces] = []  # per fresh check: its pieces per CHECK_FAMILIES
-        lines: dict[Family, list[str]] = {f: [] for f in FAMILIES if f.source is not CHECK}
-        counts = [family for family in FAMILIES if family.source is COUNT]
-        per_probe = [family for family in FAMILIES if family.source is PROBE]
-        for probe in state.probes():
-            known = previous.get(probe.key, {})
-            checks = self._checks[probe.key] = {}
-            for key in probe.latest:
-                checks[key] = known.get(key) or _Check(check_labels(probe, key))
-            for (key, code), count in probe.counts.items():
-                check = checks.get(key)
-                if check is None:  # counted, but no latest result (after a restart)
-                    check = checks[key] = known.get(key) or _Check(check_labels(probe, key))
-                for family in counts:
-                    _write(family, check, family.read(code, count), lines[family])
-            results = []
-            for key, result, at in state.current(probe):
-                fresh.append(checks[key].pieces(result, at))
-                results.append(result)
-            row = self._probes[probe.key] = previous_probes.get(probe.key) or _Row(
-                probe_labels(probe)
-            )
-            view = ProbeView(state, probe, courier_state(results), results)
-            for family in per_probe:
-                _write(family, row, family.read(view), lines[family])
+        taken: list[_Taken] = []
+
+        def rows() -> Iterator[_Taken]:
+            """Each probe: taken in the first family's pass, as that pass comes to it."""
+            if len(taken) == len(probes):
+                yield from taken
+                return
+            for probe in probes:
+                row = self._take(probe, previous.get(probe.key, {}), previous_probes)
+                taken.append(row)
+                yield row
+
         for family in FAMILIES:
-            if family.source is COLLECTOR:
-                _write(family, self._collector, family.read(state), lines[family])
-        pieces: list[str] = []
-        for family in FAMILIES:
-            pieces.append(family.header())
-            if family.source is CHECK:
-                i = _CHECK_INDEX[family]
-                pieces.extend(itertools.chain.from_iterable([check[i] for check in fresh]))
+            out = [family.header()]
+            source = family.source
+            if source is COLLECTOR:
+                _write(family, self._collector, family.read(state), out)
             else:
-                pieces.extend(lines[family])
-        return pieces
+                check = _CHECK_INDEX.get(family)
+                for row in rows():
+                    if check is not None:
+                        for pieces in row.fresh:
+                            out.extend(pieces[check])
+                    elif source is COUNT:
+                        for counted, code, count in row.counts:
+                            _write(family, counted, family.read(code, count), out)
+                    else:
+                        _write(family, row.row, family.read(row.view), out)
+                    if len(out) >= _PIECES_PER_CHUNK:
+                        yield out
+                        out = []
+            yield out
+
+    def _take(self, probe: Probe, known: dict[CheckKey, _Check],
+              previous_probes: dict[ProbeKey, _Row]) -> _Taken:  # fmt: skip
+        """What a scrape reads of one probe: its checks' rows (kept from the last scrape),
+        counts, and fresh results with their pieces."""
+        state = self._state
+        checks = self._checks[probe.key] = {}
+        for key in probe.latest:
+            checks[key] = known.get(key) or _Check(check_labels(probe, key))
+        counts: list[tuple[_Check, int, int]] = []
+        for (key, code), count in probe.counts.items():
+            check = checks.get(key)
+            if check is None:  # counted, but no latest result (after a restart)
+                check = checks[key] = known.get(key) or _Check(check_labels(probe, key))
+            counts.append((check, code, count))
+        fresh: list[_Pieces] = []
+        results: list[pb.Result] = []
+        for key, result, at in state.current(probe):
+            fresh.append(checks[key].pieces(result, at))
+            results.append(result)
+        row = self._probes[probe.key] = previous_probes.get(probe.key) or _Row(probe_labels(probe))
+        view = ProbeView(state, probe, courier_state(results), results)
+        return _Taken(row, view, counts, fresh)
 
 
 CHUNK_BYTES = 64 * 1024  # below malloc's mmap threshold: chunks reuse the same memory
 _PIECES_PER_CHUNK = CHUNK_BYTES // 40  # a piece is some labels, or the value of a line
 _CHECK_INDEX = {family: i for i, family in enumerate(CHECK_FAMILIES)}
 _Pieces = tuple[Sequence[str], ...]
+
+
+@dataclass(slots=True)
+class _Taken:
+    """One probe as a scrape took it: its row, its view, its checks' counts (row, outcome,
+    count) and the pieces of its fresh checks."""
+
+    row: _Row
+    view: ProbeView
+    counts: list[tuple[_Check, int, int]]
+    fresh: list[_Pieces]
 
 
 class _Row:

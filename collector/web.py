@@ -3,6 +3,7 @@ status page (/ and /api/status) for people."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import web
@@ -25,17 +26,21 @@ def build_app(
     """`store_problem`: why the collector cannot commit (and so acknowledges nothing) now.
     `remote_write`: the remote writer's own metrics, in remote-write mode."""
     exposition = Exposition(state)  # keeps what it rendered, for the next scrape
+    rendering = asyncio.Lock()  # one scrape at a time renders (and updates what it keeps)
     # The collector process's own health (process_cpu_seconds_total, ..._resident_memory_bytes,
     # ..._open_fds): its own registry, read from /proc at each scrape.
     process = CollectorRegistry()
     ProcessCollector(registry=process)
 
     async def metrics(request: web.Request) -> web.StreamResponse:
-        chunks = exposition.render_chunks()  # renders now, before anything is sent
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
         await response.prepare(request)
-        for chunk in chunks:
-            await response.write(chunk)
+        async with rendering:
+            for chunk in exposition.render_chunks():
+                await response.write(chunk)
+                # write() returns at once while the socket takes it: let batches, health
+                # checks and the status page in between two chunks of a big scrape.
+                await asyncio.sleep(0)
         if remote_write is not None:
             await response.write(remote_write.render().encode())
         await response.write(generate_latest(process))
