@@ -22,6 +22,7 @@ from aiohttp import web
 
 from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.collector.ingest import Ingest
+from courierwatch.collector.remote.current import StateWriter
 from courierwatch.collector.remote.send import RemoteWriter
 from courierwatch.collector.state import State
 from courierwatch.collector.store import Store
@@ -94,6 +95,8 @@ async def serve(
         state.restore(probe)
     credentials = server_credentials(config.transport)
     writer = RemoteWriter.from_config(config.remote_write)  # None: scrape mode
+    # ... and the live probes' state, written every state_interval (remote/current.py).
+    state_writer = StateWriter.from_config(state, config.remote_write)
     ingest = Ingest(
         state,
         store,
@@ -128,6 +131,8 @@ async def serve(
     http_host, http_port = _split(config.http_listen)
     if writer is not None:
         await writer.open()
+    if state_writer is not None:
+        await state_writer.open()
     await server.start()
     housekeeping = asyncio.create_task(_forget_silent(state, store))
     reloading: asyncio.Task[None] | None = None
@@ -156,6 +161,8 @@ async def serve(
             http.close()
         # Stop taking streams, let open ones finish the batch in hand (saves are shielded).
         await server.stop(DRAIN_SECONDS)
+        if state_writer is not None:
+            await state_writer.close()
         if writer is not None:  # what the streams left unacknowledged waits in the spools
             await writer.close()
         await runner.cleanup()

@@ -151,9 +151,21 @@ def table(
     )
 
 
+# Both modes (deploy/prometheus/rules/remote_write.yml): one series per probe for up and last
+# seen, also for a probe no collector writes any more; a check family as scraped, or its
+# latest written result within the hour (no instance label: remote write).
+PROBE_UP = "probe:courierwatch_probe_up:max"
+LAST_SEEN = "probe:courierwatch_probe_last_seen_timestamp_seconds:max"
+
+
+def checks(family: str, selector: str) -> str:
+    """The check family `family` (courierwatch_...) in both modes, `selector` applied."""
+    return f'({family}{{instance!="", {selector}}} or check:{family}:latest{{{selector}}})'
+
+
 def outcome_counts(title: str, selector: str, description: str) -> Json:
     """How many of the selected checks end in each outcome (ok included, so never empty)."""
-    expr = f"count by (outcome) (courierwatch_check_outcome{{{selector}}} == 1)"
+    expr = f"count by (outcome) ({checks('courierwatch_check_outcome', selector)} == 1)"
     return table(
         title, target(expr, table=True), columns={"Value": "Checks"}, w=8, description=description
     )
@@ -212,7 +224,7 @@ DATASOURCE_VARIABLE: Json = {
     "current": {},
     "hide": 0,
 }
-SITES = variable("site", "label_values(courierwatch_probe_up, site)", multi=True)
+SITES = variable("site", f"label_values({PROBE_UP}, site)", multi=True)
 POPS = variable("pop", "label_values(courierwatch_pop_info, pop)", multi=True, label="POP")
 
 
@@ -283,7 +295,7 @@ def fleet() -> Json:
             ),
             stat(
                 "Probes down",
-                f"count(max by (site, probe) (courierwatch_probe_up{{{s}}}) == 0) or vector(0)",
+                f"count({PROBE_UP}{{{s}}} == 0) or vector(0)",
                 description="A probe down is the Pi or its path to the NOC, not Apple.",
             ),
             stat("Alerts firing", 'count(ALERTS{alertstate="firing"}) or vector(0)'),
@@ -382,12 +394,8 @@ def fleet() -> Json:
             ),
             table(
                 "Probes",
-                target(f"max by (site, probe) (courierwatch_probe_up{{{s}}})", table=True),
-                target(
-                    f"time() - max by (site, probe) "
-                    f"(courierwatch_probe_last_seen_timestamp_seconds{{{s}}})",
-                    table=True,
-                ),
+                target(f"{PROBE_UP}{{{s}}}", table=True),
+                target(f"time() - {LAST_SEEN}{{{s}}}", table=True),
                 target(
                     f"max by (site, probe, version) (courierwatch_probe_info{{{s}}})", table=True
                 ),
@@ -409,9 +417,9 @@ def fleet() -> Json:
 
 def site() -> Json:
     s = 'site="$site", probe=~"$probe"'
-    site_variable = variable("site", "label_values(courierwatch_probe_up, site)", multi=False)
+    site_variable = variable("site", f"label_values({PROBE_UP}, site)", multi=False)
     probe_variable = variable(
-        "probe", 'label_values(courierwatch_probe_up{site="$site"}, probe)', multi=True
+        "probe", f'label_values({PROBE_UP}{{site="$site"}}, probe)', multi=True
     )
     health = [
         ("Spool depth (results not yet acknowledged)", "courierwatch_probe_spool_depth", ""),
@@ -472,13 +480,13 @@ def site() -> Json:
                 'site:courierwatch_check_success:ratio{site="$site"}',
                 ratio=True,
             ),
-            stat("Probes up", f"sum(max by (probe) (courierwatch_probe_up{{{s}}}))"),
+            stat("Probes up", f"sum({PROBE_UP}{{{s}}})"),
             panel(
                 "state-timeline",
                 "Couriers by port and POP",
                 target(
-                    f"max by (port, family, via, pop) "
-                    f'(courierwatch_check_success{{{s}, check="courier"}})',
+                    "max by (port, family, via, pop) "
+                    + checks("courierwatch_check_success", f'{s}, check="courier"'),
                     "{{port}} {{family}} {{via}} → {{pop}}",
                 ),
                 w=24,
@@ -489,8 +497,8 @@ def site() -> Json:
                 "timeseries",
                 "Courier latency by phase",
                 target(
-                    f"max by (port, phase) "
-                    f'(courierwatch_check_duration_seconds{{{s}, check="courier"}})',
+                    "max by (port, phase) "
+                    + checks("courierwatch_check_duration_seconds", f'{s}, check="courier"'),
                     "{{port}} {{phase}}",
                 ),
                 unit="s",
@@ -512,7 +520,10 @@ def site() -> Json:
             ),
             table(
                 "Failing checks",
-                target(f'courierwatch_check_outcome{{{s}, outcome!="ok"}} == 1', table=True),
+                target(
+                    checks("courierwatch_check_outcome", f'{s}, outcome!="ok"') + " == 1",
+                    table=True,
+                ),
                 hide=("Value", "instance"),
             ),
             outcome_counts(
@@ -529,7 +540,7 @@ def site() -> Json:
             table(
                 "Certificate issuers",
                 target(
-                    f"count by (issuer, verified_by) (courierwatch_tls_issuer_info{{{s}}})",
+                    f"count by (issuer, verified_by) {checks('courierwatch_tls_issuer_info', s)}",
                     table=True,
                 ),
                 columns={"Value": "Checks"},
@@ -541,7 +552,7 @@ def site() -> Json:
                 "Certificates expiring first",
                 target(
                     f"bottomk(10, min by (target, port) "
-                    f"(courierwatch_tls_leaf_not_after_timestamp_seconds{{{s}}}) - time())",
+                    f"{checks('courierwatch_tls_leaf_not_after_timestamp_seconds', s)} - time())",
                     table=True,
                 ),
                 columns={"Value": "Expires in"},
@@ -550,9 +561,7 @@ def site() -> Json:
             panel(
                 "timeseries",
                 "Time since last heard from",
-                target(
-                    f"time() - courierwatch_probe_last_seen_timestamp_seconds{{{s}}}", "{{probe}}"
-                ),
+                target(f"time() - {LAST_SEEN}{{{s}}}", "{{probe}}"),
                 unit="s",
             ),
             *(
@@ -575,7 +584,7 @@ def site() -> Json:
             panel(
                 "timeseries",
                 "NTP offset (Apple time servers)",
-                target(f"courierwatch_ntp_offset_seconds{{{s}}}", "{{probe}} {{target}}"),
+                target(checks("courierwatch_ntp_offset_seconds", s), "{{probe}} {{target}}"),
                 unit="s",
             ),
         ],
@@ -747,7 +756,12 @@ def capacity() -> Json:
             panel(
                 "timeseries",
                 "Checks per second",
-                target("sum(rate(courierwatch_check_results_total[$__rate_interval]))", "fleet"),
+                # The collectors' counters, or (remote write) the written results, counted.
+                target(
+                    "sum(rate(courierwatch_check_results_total[$__rate_interval]))"
+                    " or sum(site:courierwatch_check_results_written:rate5m)",
+                    "fleet",
+                ),
                 target(f"site:courierwatch_check_results:rate5m{{{s}}}", "{{site}}"),
                 unit="ops",
             ),
@@ -761,8 +775,8 @@ def capacity() -> Json:
                 target("prometheus_tsdb_head_series", "Prometheus head"),
                 description="Samples per collector scrape, and all series Prometheus holds.",
             ),
-            stat("Sites", "count(count by (site) (courierwatch_probe_up))"),
-            stat("Probes", "count(max by (site, probe) (courierwatch_probe_up))"),
+            stat("Sites", f"count(count by (site) ({PROBE_UP}))"),
+            stat("Probes", f"count({PROBE_UP})"),
             stat(
                 "Largest spool backlog", f"max(courierwatch_probe_spool_depth{{{s}}}) or vector(0)"
             ),

@@ -73,6 +73,11 @@ class Daemon:
 
 
 class Prometheus(Daemon):
+    @property
+    def write_url(self) -> str:
+        """Its remote-write receiver (started with `receive=True`)."""
+        return self.url + "/api/v1/write"
+
     async def query(self, expr: str) -> list[dict[str, Any]]:
         """The instant vector (or scalar) `expr` evaluates to now; a PromQL error raises."""
         answer = await self.get("/api/v1/query", query=expr)
@@ -114,14 +119,27 @@ class Alertmanager(Daemon):
 
 @contextlib.asynccontextmanager
 async def prometheus(
-    targets: Sequence[str], tmp: Path, *, rule_files: Sequence[Path] = RULES
+    targets: Sequence[str],
+    tmp: Path,
+    *,
+    rule_files: Sequence[Path] = RULES,
+    receive: bool = False,
+    drop: Sequence[str] = (),
 ) -> AsyncIterator[Prometheus]:
     """Prometheus scraping `targets` as job "courierwatch" and itself, every second, with
-    `rule_files` (the shipped ones by default) evaluated every second."""
+    `rule_files` (the shipped ones by default) evaluated every second. `receive`: it takes
+    remote writes too (at write_url), late samples within an hour; `drop`: the families of
+    the courierwatch job it drops from the scrapes (those remote write sends instead)."""
     binary = require("prometheus")
+    job: dict[str, Any] = {"job_name": JOB, "static_configs": [{"targets": list(targets)}]}
+    if drop:
+        job["metric_relabel_configs"] = [
+            {"source_labels": ["__name__"], "regex": "|".join(map(re.escape, drop)),
+             "action": "drop"}
+        ]  # fmt: skip
 
     def argv(port: int) -> list[str]:
-        config = {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": "1s",
                 "scrape_timeout": "1s",
@@ -129,16 +147,19 @@ async def prometheus(
             },
             "rule_files": [str(f) for f in rule_files],
             "scrape_configs": [
-                {"job_name": JOB, "static_configs": [{"targets": list(targets)}]},
+                job,
                 {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
             ],
         }
+        if receive:
+            config["storage"] = {"tsdb": {"out_of_order_time_window": "1h"}}
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
         return [
             binary,
             f"--config.file={tmp / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
+            *(["--web.enable-remote-write-receiver"] if receive else []),
         ]
 
     async with _daemon("prometheus", argv, tmp) as url, aiohttp.ClientSession() as session:
@@ -243,6 +264,16 @@ def grafana_build() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+_CHECK_VIEW = re.compile(r"check:(courierwatch_\w+):latest(\{[^}]*\})")
+
+
+def store_only(expr: str) -> str:
+    """A dashboard query as a store without the shipped rules answers it (a check family's
+    check:X:latest view spelled out as what the rule computes, for outcome and issuer less
+    exactly: every value of the hour): for tests of what the store itself holds."""
+    return _CHECK_VIEW.sub(r"last_over_time(\1\2[65m])", expr)
 
 
 def dashboard_queries(**values: str) -> Iterator[tuple[str, str]]:

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from promserver import ROOT, dashboard_queries, grafana_build, require
 
+from courierwatch.collector.exposition import CHECK_FAMILIES
+
 GRAFANA = ROOT / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 PANEL_TYPES = {"timeseries", "stat", "table", "bargauge", "state-timeline"}
@@ -118,3 +120,24 @@ def test_provisioning_points_grafana_at_prometheus_and_the_dashboards():
     providers = yaml.safe_load((GRAFANA / "provisioning/dashboards/courierwatch.yaml").read_text())
     (provider,) = providers["providers"]
     assert provider["type"] == "file" and provider["options"]["path"].startswith("/")
+
+
+def test_every_query_reads_checks_and_probes_as_both_modes_write_them():
+    """A check family is read as scraped (`instance!=""`) or as its latest written result
+    (check:*:latest, remote_write.yml): an hourly check has no sample in the 5-minute lookback.
+    Whether a probe is up, as probe:courierwatch_probe_up:max: a probe no collector writes
+    any more has no series of its own."""
+    checks = [family.name for family in CHECK_FAMILIES]
+    queries = list(dashboard_queries(site="ams", pop="eu-central", probe="pi-ams-1"))
+    reading = 0
+    for uid, expr in queries:
+        for name in checks:
+            for match in re.finditer(rf"(?<![\w:]){name}\{{([^}}]*)\}}", expr):
+                scraped = 'instance!="", '
+                assert match.group(1).startswith(scraped), (uid, expr)
+                selector = match.group(1).removeprefix(scraped)
+                assert f"check:{name}:latest{{{selector}}}" in expr, (uid, expr)
+                reading += 1
+        probe_up = r"(?<![\w:])courierwatch_probe_(up|last_seen_timestamp_seconds)(?![\w:])"
+        assert not re.search(probe_up, expr), (uid, expr)
+    assert reading >= 8

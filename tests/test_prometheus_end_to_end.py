@@ -1,16 +1,19 @@
 """The NOC's view, proven with real parts: two sites' probe processes against the little
-Apple, a collector process, and Debian's Prometheus scraping it with the shipped rules.
-One site reaches the couriers on 5223 and 443 (but its resolver does not know the software
-update catalog); the other's couriers are refused. The
+Apple, a collector process, and Debian's Prometheus with the shipped rules, in both modes:
+scraping the collector, or receiving its remote writes (and scraping only what is not written:
+`up` and the collector's own health). One site reaches the couriers on 5223 and 443 (but its
+resolver does not know the software update catalog); the other's couriers are refused. The
 courier-lost alert fires for that site only, and every dashboard query returns data."""
 
+import contextlib
 import random
 import sys
 
 import pytest
 import yaml
-from promserver import fast_rules, prometheus
+from promserver import fast_rules, free_port, prometheus
 
+from courierwatch.collector.exposition import COLLECTOR, FAMILIES
 from fakeapple import COURIER_ALPN, COURIER_POP, COURIER_SNI, FakeDNS, TLSServer
 from processes import courierwatch, line_starting
 
@@ -18,6 +21,8 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.root(reason="couriers listen on their real ports, 443 needs root"),
 ]
+# Remote-write mode: what the collector writes (checks, results, probes) is not scraped too.
+WRITTEN = [family.name for family in FAMILIES if family.source is not COLLECTOR]
 
 
 def probe_config(tmp_path, site, dns, apple, collector) -> str:
@@ -51,12 +56,15 @@ def probe_config(tmp_path, site, dns, apple, collector) -> str:
     return str(path)
 
 
-async def test_courier_lost_fires_for_the_blocked_site_only(tmp_path, apple):
+@pytest.mark.parametrize("mode", ["scrape", "remote_write"])
+async def test_courier_lost_fires_for_the_blocked_site_only(mode, tmp_path, apple):
+    written = mode == "remote_write"
     # Two loopback addresses of this run's own: couriers answer on one, nothing on the other.
     base = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}"
     reachable, blocked = f"{base}.1", f"{base}.2"
     cert = apple.pki.issue(COURIER_SNI)
     async with (
+        contextlib.AsyncExitStack() as stack,
         FakeDNS() as healthy_dns, FakeDNS() as blocked_dns,
         TLSServer(cert, [COURIER_ALPN], host=reachable, port=5223),
         TLSServer(cert, [COURIER_ALPN], host=reachable, port=443),
@@ -66,22 +74,27 @@ async def test_courier_lost_fires_for_the_blocked_site_only(tmp_path, apple):
                 dns.courier_chain(n, COURIER_POP, address)
             dns.add_a("time.apple.com", apple.host)
             dns.add_a("gdmf.apple.com", apple.host)
-        collector_yaml = tmp_path / "collector.yaml"
-        collector_yaml.write_text(yaml.safe_dump({
-            "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
-            "transport": {"insecure": True},
-            "state_dir": str(tmp_path / "collector"),
-        }))
-        async with courierwatch("collector", "--config", str(collector_yaml)) as collector:
+        # Prometheus first (the collector writes to it), so the collector's port is chosen.
+        http = f"127.0.0.1:{free_port()}"
+        async with prometheus([http], tmp_path, rule_files=fast_rules(tmp_path),
+                              receive=written, drop=WRITTEN if written else ()) as prom:
+            collector_yaml = tmp_path / "collector.yaml"
+            collector_yaml.write_text(yaml.safe_dump({
+                "listen": {"grpc": "127.0.0.1:0", "http": http},
+                "transport": {"insecure": True},
+                "state_dir": str(tmp_path / "collector"),
+                **({"remote_write": {"url": prom.write_url, "state_interval": "1s"}}
+                   if written else {}),
+            }))
+            collector = await stack.enter_async_context(
+                courierwatch("collector", "--config", str(collector_yaml)))
             ready = await line_starting(collector, "collector ready:", 15)
             grpc = ready.split("grpc=")[1].split()[0]
-            http = ready.split("metrics=http://")[1].removesuffix("/metrics")
             async with (
                 courierwatch("probe", "--config",
                              probe_config(tmp_path, "healthy", healthy_dns, apple, grpc)),
                 courierwatch("probe", "--config",
                              probe_config(tmp_path, "blocked", blocked_dns, apple, grpc)),
-                prometheus([http], tmp_path, rule_files=fast_rules(tmp_path)) as prom,
             ):
                 async def courier_lost() -> list[dict]:
                     return [a for a in await prom.alerts()
@@ -110,6 +123,12 @@ async def test_courier_lost_fires_for_the_blocked_site_only(tmp_path, apple):
                 assert [r["metric"]["site"] for r in causes] == ["blocked"]
                 loss = await prom.query('courierwatch_path_loss_ratio{site="healthy"}')
                 assert {r["metric"]["port"] for r in loss} >= {"5223", "443"}
+                # All of it from the mode's own series: written (no collector label), or
+                # scraped (the collector's instance).
+                scraped = await prom.query('courierwatch_site_cause{instance!=""}')
+                assert (scraped == []) == written
+                jobs = {r["metric"].get("job") for r in causes}
+                assert jobs == {None if written else "courierwatch"}
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The shipped Prometheus rules and Alertmanager config: promtool and amtool accept them, every
-alert is unit-tested firing and quiet, the inhibition really matches, and a real Prometheus
-fires the courier alert for a blocked site only."""
+alert is unit-tested firing and quiet in both modes (scrape, and remote write: the tests'
+series in the shape collectors write them, tests/written_series.py), the inhibition really
+matches, and a real Prometheus fires the courier alert for a blocked site only."""
 
 from __future__ import annotations
 
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -19,6 +21,9 @@ from promserver import (
     prometheus,
     require,
 )
+from written_series import remote_write
+
+from courierwatch.collector.exposition import COLLECTOR, FAMILIES
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
@@ -43,10 +48,24 @@ def alert_rules() -> list[dict]:
     ]
 
 
-def rule_tests() -> list[dict]:
+MODES = ("scrape", "remote_write")
+
+
+def rule_test_files(mode: str, tmp: Path) -> list[Path]:
+    """The promtool test files of a mode: the shipped ones (scrape-shaped, and
+    remote_write.test.yml of written series); for remote_write, those in written shape
+    (made in `tmp`) and the one already written so."""
+    if mode == "scrape":
+        return RULE_TESTS
+    made = {path: remote_write(path, tmp) for path in RULE_TESTS}
+    return [written or path for path, written in made.items()
+            if written is not None or "instance=" not in path.read_text()]  # fmt: skip
+
+
+def rule_tests(files: list[Path] = RULE_TESTS) -> list[dict]:
     return [
         case
-        for path in RULE_TESTS
+        for path in files
         for test in yaml.safe_load(path.read_text())["tests"]
         for case in test.get("alert_rule_test", [])
     ]
@@ -61,15 +80,19 @@ def test_promtool_accepts_the_rules_and_the_scrape_config():
 
 
 @pytest.mark.integration
-def test_promtool_unit_tests_pass():
+@pytest.mark.parametrize("mode", MODES)
+def test_promtool_unit_tests_pass(mode, tmp_path):
     promtool = require("promtool")
-    assert RULE_TESTS
-    run(promtool, "test", "rules", *map(str, RULE_TESTS))
+    files = rule_test_files(mode, tmp_path)
+    assert len(files) == len(RULE_TESTS)  # each file has its remote-write twin
+    run(promtool, "test", "rules", *map(str, files))
 
 
-def test_every_alert_is_tested_firing_and_quiet():
-    firing = {c["alertname"] for c in rule_tests() if c.get("exp_alerts")}
-    quiet = {c["alertname"] for c in rule_tests() if not c.get("exp_alerts")}
+@pytest.mark.parametrize("mode", MODES)
+def test_every_alert_is_tested_firing_and_quiet(mode, tmp_path):
+    cases = rule_tests(rule_test_files(mode, tmp_path))
+    firing = {c["alertname"] for c in cases if c.get("exp_alerts")}
+    quiet = {c["alertname"] for c in cases if not c.get("exp_alerts")}
     names = {rule["alert"] for rule in alert_rules()}
     assert names - firing == set(), "alerts without a firing test"
     assert names - quiet == set(), "alerts without a test where they stay quiet"
@@ -159,6 +182,16 @@ def test_inhibit_rules_name_real_alerts_that_carry_the_equal_labels():
                 for labels in fired[name]:
                     missing = set(rule["equal"]) - set(labels)
                     assert not missing, f"{name} fires without {missing}"
+
+
+def test_the_remote_write_scrape_drops_what_is_written_and_keeps_the_collector_s_own():
+    """prometheus.yml's commented drop for remote-write mode, against the families table."""
+    config = (PROMETHEUS_DIR / "prometheus.yml").read_text()
+    (regex,) = re.findall(r"(?m)^\s*#\s+regex: (\S+)$", config)
+    written = {family.name for family in FAMILIES if family.source is not COLLECTOR}
+    own = {family.name for family in FAMILIES if family.source is COLLECTOR}
+    own |= {"courierwatch_remote_write_queue_samples", "courierwatch_remote_write_sent_total"}
+    assert {name for name in written | own if re.fullmatch(regex, name)} == written
 
 
 @pytest.mark.integration

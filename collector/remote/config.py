@@ -7,8 +7,13 @@
       max_request_samples: 50000       # in one request at most
       concurrency: 1                   # requests in flight
       timeout: 30s                     # per request
+      state_interval: 15s              # how often each live probe's state is written
 
 Absent (or null): scrape mode, the default.
+
+state_interval: every so often (1 s to 30 s) the collector writes the probe-level state of each
+probe streaming to it (remote/current.py); the rules call a probe down once nothing has been
+written for a minute, so the interval must stay well under that.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class RemoteWriteConfig:
     max_request_samples: int = 50_000
     concurrency: int = 1
     timeout: float = 30.0
+    state_interval: float = 15.0
 
 
 def read_remote_write(sec: Section, present: bool) -> RemoteWriteConfig | None:
@@ -44,7 +50,7 @@ def read_remote_write(sec: Section, present: bool) -> RemoteWriteConfig | None:
     if not present:
         return None
     sec.check_keys("url", "headers", "max_queued_samples", "max_request_samples",
-                   "concurrency", "timeout")  # fmt: skip
+                   "concurrency", "timeout", "state_interval")  # fmt: skip
     url = sec.value("url", _url)
     default = RemoteWriteConfig(url=url)
     max_request = sec.integer("max_request_samples", default.max_request_samples,
@@ -61,6 +67,7 @@ def read_remote_write(sec: Section, present: bool) -> RemoteWriteConfig | None:
         max_request_samples=max_request,
         concurrency=sec.integer("concurrency", default.concurrency, min=1, max=64),
         timeout=sec.duration("timeout", default.timeout, within=(1.0, 600.0)),
+        state_interval=sec.duration("state_interval", default.state_interval, within=(1.0, 30.0)),
     )
 
 
