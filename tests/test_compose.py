@@ -14,8 +14,7 @@ from promserver import ROOT, require
 
 from courierwatch import pki
 from courierwatch.collector.config import load_collector_config
-from courierwatch.collector.exposition import FAMILIES
-from courierwatch.collector.remote.encode import WRITTEN
+from courierwatch.collector.exposition import COLLECTOR, FAMILIES
 from courierwatch.common.configfile import ConfigError
 
 DEPLOY = ROOT / "deploy"
@@ -77,7 +76,8 @@ def collector_config(tmp_path):
 
 
 def test_the_stack_has_its_services_and_its_files_exist():
-    assert set(services()) == {"haproxy", *COLLECTORS, "victoriametrics", "grafana"}
+    assert set(services()) == {"haproxy", *COLLECTORS, "victoriametrics", "vmalert",
+                               "alertmanager", "grafana"}  # fmt: skip
     declared = set(stack()["volumes"])
     used = set()
     for name, service in services().items():
@@ -150,7 +150,7 @@ def test_collectors_write_to_victoria_metrics_which_grafana_reads(collector_conf
     (drop,) = job["metric_relabel_configs"]
     assert drop["source_labels"] == ["__name__"] and drop["action"] == "drop"
     dropped = {f.name for f in FAMILIES if re.fullmatch(drop["regex"], f.name)}
-    assert dropped == {family.name for family in WRITTEN}
+    assert dropped == {f.name for f in FAMILIES if f.source is not COLLECTOR}
 
     # Grafana: VictoriaMetrics as the default Prometheus-type source; the shipped dashboards.
     grafana = services()["grafana"]
@@ -166,6 +166,36 @@ def test_collectors_write_to_victoria_metrics_which_grafana_reads(collector_conf
     assert (DEPLOY / mounts[dashboards] / "courierwatch-fleet.json").is_file()
     home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
     assert home.startswith(dashboards + "/")
+
+
+def test_vmalert_evaluates_the_shipped_rules_on_the_store_and_alerts_alertmanager():
+    vmalert = services()["vmalert"]
+    flags = dict(arg.lstrip("-").split("=", 1) for arg in vmalert["command"])
+    store = "http://victoriametrics:8428"
+    assert flags["datasource.url"] == flags["remoteWrite.url"] == flags["remoteRead.url"] == store
+    assert flags["notifier.url"] == "http://alertmanager:9093"
+    rules = flags["rule"].rsplit("/", 1)[0]
+    assert (DEPLOY / bind_mounts("vmalert")[rules]).resolve() == DEPLOY / "prometheus" / "rules"
+    assert bind_mounts("alertmanager") == {
+        "/etc/alertmanager/alertmanager.yml": "./alertmanager/alertmanager.yml"
+    }
+
+
+@pytest.mark.integration
+def test_vmalert_accepts_the_shipped_rules(tmp_path):
+    """Debian's vmalert parses every shipped rule (MetricsQL is a superset of PromQL, but a
+    dialect: a rule it refused would leave the HA stack without that alert)."""
+    binary = require("vmalert")
+    rules = str(DEPLOY / "prometheus" / "rules" / "*.yml")
+    done = subprocess.run([binary, "-dryRun", f"-rule={rules}"], capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    (tmp_path / "bad.yml").write_text(
+        "groups:\n  - name: x\n    rules:\n      - record: a\n        expr: sum(x) by\n"
+    )
+    refused = subprocess.run([binary, "-dryRun", f"-rule={tmp_path / 'bad.yml'}"],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert refused.returncode != 0  # the dry run does check what it reads
 
 
 @pytest.mark.integration
