@@ -18,6 +18,7 @@ import ipaddress
 import math
 import os
 import re
+import ssl
 import stat
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,11 +26,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
 import yaml
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from courierwatch.common import certs
 from courierwatch.common.addresses import is_ip
 
 __all__ = [
@@ -830,13 +828,13 @@ class Section:
         path, data = self.contents(value)
         try:
             return path, load(data)
-        except (ValueError, TypeError, UnsupportedAlgorithm):
+        except (ValueError, TypeError, ssl.SSLError):
             raise ValueError(f"{path!r} is not {what}") from None
 
     def certificate_file(self, value: Any) -> str:
         """A converter: the path of a PEM file of CA certificates, parsed now so that a wrong
         file is this error and not every TLS check failing its handshake."""
-        return self.pem(value, x509.load_pem_x509_certificates, "a PEM certificate")[0]
+        return self.pem(value, pem_certificates, "a PEM certificate")[0]
 
     def certificate_files(self, key: str) -> tuple[str, ...]:
         return self.list_of(key, self.certificate_file)
@@ -878,17 +876,16 @@ def read_transport(
     # Parsed now: a wrong or expired file must be a config error naming the field, not a gRPC
     # failure to bind, or a probe retrying for ever.
     now = datetime.datetime.now(datetime.UTC)
-    ca, anchors = sec.value("ca", _loader(sec, x509.load_pem_x509_certificates, _CA_WHAT))
-    cert, chain = sec.value(
-        "cert", _loader(sec, x509.load_pem_x509_certificates, "a PEM certificate")
-    )
-    own = chain[0]
-    if own.not_valid_after_utc < now:
-        raise sec.error(f"the certificate expired on {own.not_valid_after_utc:%Y-%m-%d}", "cert")
-    key, private = sec.value("key", _loader(sec, _private_key, "an unencrypted PEM private key"))
-    if private.public_key().public_bytes(*_SPKI) != own.public_key().public_bytes(*_SPKI):
-        raise sec.error("this key does not belong to transport.cert", "key")
-    if not any(a.not_valid_after_utc >= now for a in anchors):
+    ca, anchors = sec.value("ca", _loader(sec, pem_certificates, _CA_WHAT))
+    cert, chain = sec.value("cert", _loader(sec, pem_certificates, "a PEM certificate"))
+    expiry = _expiry(chain[0])
+    if expiry < now:
+        raise sec.error(f"the certificate expired on {expiry:%Y-%m-%d}", "cert")
+    key = sec.value("key", lambda value: sec.contents(value)[0])
+    problem = _key_problem(cert, key)
+    if problem:
+        raise sec.error(problem, "key")
+    if not any(_expiry(a) >= now for a in anchors):
         raise sec.error("every certificate in it has expired", "ca")
     return TransportConfig(False, ca, cert, key)
 
@@ -900,8 +897,34 @@ def _loader(sec: Section, load: Callable[[bytes], T], what: str) -> Callable[[An
     return lambda value: sec.pem(value, load, what)
 
 
-def _private_key(data: bytes) -> PrivateKeyTypes:
-    return serialization.load_pem_private_key(data, None)
+# Certificates are read with the ssl module and common/certs rather than cryptography: every
+# probe reads its config, and cryptography would cost each one some 10 MB of memory.
+_PEM_CERTIFICATE: Final = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----", re.S
+)
 
 
-_SPKI: Final = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+def pem_certificates(data: bytes) -> list[certs.Certificate]:
+    """Every certificate of a PEM file, as OpenSSL reads them (a ValueError or an
+    ssl.SSLError for a file that holds none, or one OpenSSL refuses)."""
+    blocks = [block.decode("ascii") for block in _PEM_CERTIFICATE.findall(data)]
+    if not blocks:
+        raise ValueError("no PEM certificate")
+    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata="\n".join(blocks))
+    return [certs.describe(ssl.PEM_cert_to_DER_cert(block)) for block in blocks]
+
+
+def _expiry(certificate: certs.Certificate) -> datetime.datetime:
+    return certificate.not_after.ToDatetime(tzinfo=datetime.UTC)
+
+
+def _key_problem(cert: str, key: str) -> str | None:
+    """Why OpenSSL will not take `key` (a path) with the certificate `cert`, or None."""
+    try:
+        # An encrypted key asks for a password: the empty one refuses it rather than a prompt.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=b"")
+    except ssl.SSLError as error:
+        if "KEY_VALUES_MISMATCH" in str(error):
+            return "this key does not belong to transport.cert"
+        return f"{key!r} is not an unencrypted PEM private key"
+    return None

@@ -11,13 +11,13 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from courierwatch.common import __version__
 from courierwatch.common.configfile import ConfigError
-from courierwatch.pki import PkiError
 
 if TYPE_CHECKING:
     from courierwatch.collector.server import Bound
@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(signal.SIGHUP, lambda *_: service.hangup.set())
     try:
         code = _dispatch(args, service)
-    except (ConfigError, PkiError, StartError) as error:
+    except (ConfigError, StartError) as error:
         print(f"courierwatch: {error}", file=sys.stderr)
         code = 2
     except OSError as error:  # after a daemon started: systemd may restart it
@@ -189,9 +189,15 @@ def _dispatch(args: argparse.Namespace, service: _Service) -> int:
 
     config = load()
     if args.role == "probe":
+        from courierwatch.probe import eventloop
+
+        try:  # uvloop where installed: less CPU per check (tests/bench/RESULTS-probe.md)
+            _, loop_factory = eventloop.choose()
+        except ValueError as error:
+            raise StartError(f"cannot start: {error}") from None
         return _run_until_signal(service, run_probe(
             config, service.stop, reloads=Reloads(service.hangup, load), on_ready=service.ready
-        ))  # fmt: skip
+        ), loop_factory)  # fmt: skip
     from courierwatch.allinone import run_up, up_collector
 
     return _run_until_signal(service, run_up(
@@ -218,9 +224,18 @@ def _collector(args: argparse.Namespace, service: _Service) -> int:
 
 
 def _pki(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    # Here only: cryptography costs every other role (a probe on a Pi) some 10 MB of memory.
     from courierwatch import pki
+
+    try:
+        return _pki_step(pki, args)
+    except pki.PkiError as error:
+        print(f"courierwatch: {error}", file=sys.stderr)
+        return 2
+
+
+def _pki_step(pki: ModuleType, args: argparse.Namespace) -> int:
+    from pathlib import Path
 
     directory = Path(args.dir)
     if args.step == "init":
@@ -320,7 +335,11 @@ class StartError(Exception):
     exit status 2, as for a configuration error: retrying unchanged cannot help."""
 
 
-def _run_until_signal(service: _Service, job: Coroutine[None, None, None]) -> int:
+def _run_until_signal(
+    service: _Service,
+    job: Coroutine[None, None, None],
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -329,7 +348,8 @@ def _run_until_signal(service: _Service, job: Coroutine[None, None, None]) -> in
         await job
 
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main())
     except Exception as error:
         # A task group wraps what failed in it; an operator needs the one error, not the wrap.
         leaf: BaseException = error

@@ -25,6 +25,7 @@ import grpc
 
 from courierwatch.common import __version__
 from courierwatch.common.configfile import ConfigError, TransportConfig
+from courierwatch.probe import eventloop
 from courierwatch.probe.config import ProbeConfig
 from courierwatch.probe.context import build_context
 from courierwatch.probe.scheduler import Scheduler
@@ -105,9 +106,9 @@ async def run_probe(
         probe = _Probe(config, spool, read_material(config.transport))
         on_ready()
         log.info(
-            "probe %s at site %s on %s: %d checks, collectors %s, spool %s",
+            "probe %s at site %s on %s: %d checks, collectors %s, spool %s, %s event loop",
             config.probe_id, config.site, socket.gethostname(), len(config.targets),
-            ", ".join(config.collectors), config.spool_path,
+            ", ".join(config.collectors), config.spool_path, eventloop.running(),
         )  # fmt: skip
         async with asyncio.TaskGroup() as group:
             probe.start(group)

@@ -23,7 +23,7 @@ def new_result(target: Target) -> pb.Result:
         address_family=target.family,
         via=target.via,
     )
-    result.started_at.GetCurrentTime()
+    result.started_at.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime
     return result
 
 

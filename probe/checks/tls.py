@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import re
 import ssl
 from collections.abc import Collection, MutableMapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from cryptography import x509
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from courierwatch.common.certs import describe
 from courierwatch.common.configfile import to_host, to_str
 from courierwatch.common.results import outcome_label
 from courierwatch.probe.checks import steps
@@ -203,7 +199,7 @@ def _record(facts: pb.TlsFacts, tls: ssl.SSLSocket, verified_by: str) -> list[st
     facts.alpn = tls.selected_alpn_protocol() or ""
     facts.verified = verified_by == "expected"  # a site CA proves interception, not trust
     facts.verified_by = verified_by
-    chain = [_describe(der) for der in _presented(tls)]
+    chain = [describe(der) for der in _presented(tls)]
     del facts.chain_subjects[:]
     facts.chain_subjects.extend(cert.subject for cert in chain)
     if chain:
@@ -212,22 +208,6 @@ def _record(facts: pb.TlsFacts, tls: ssl.SSLSocket, verified_by: str) -> list[st
         facts.issuer = leaf.issuer
         facts.not_after.CopyFrom(leaf.not_after)
     return [cert.issuer for cert in chain]
-
-
-@dataclass(frozen=True, slots=True)
-class _Certificate:
-    subject: str  # RFC 4514
-    issuer: str
-    not_after: Timestamp
-
-
-# An endpoint presents the same chain run after run: each certificate is parsed once.
-@functools.lru_cache(maxsize=256)
-def _describe(der: bytes) -> _Certificate:
-    cert = x509.load_der_x509_certificate(der)
-    not_after = Timestamp()
-    not_after.FromDatetime(cert.not_valid_after_utc)
-    return _Certificate(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(), not_after)
 
 
 def _presented(tls: ssl.SSLSocket) -> list[bytes]:
@@ -264,7 +244,7 @@ async def what_answers(
             connected = True
             try:
                 await connection.start_tls(ctx.trust.inspecting(alpn), target.server_name)
-                chain = [_describe(der) for der in _presented(_session(connection))]
+                chain = [describe(der) for der in _presented(_session(connection))]
             finally:
                 connection.abort()
     except (OSError, ssl.SSLError, TimeoutError) as error:

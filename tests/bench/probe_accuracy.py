@@ -71,7 +71,7 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
     total = args.warmup + 2 * phase + 4 * settle + 120
     async with (
         probelab.fleet(load, work / "fleet", args.ns, total) as fleet,
-        probelab.courierwatch(fleet, load, work) as cw,
+        probelab.courierwatch(fleet, load, work, args.loop) as cw,
         probelab.blackbox(fleet, load, work) as (_, blackbox_url),
     ):
         started = time.time()
@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument("--ping-interval", type=float, default=0.05)
     parser.add_argument("--quick", action="store_true", help="--phase 45")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")
+    parser.add_argument(
+        "--loop", choices=sorted(probelab.LOOPS), default="asyncio", help="the probe's event loop"
+    )
     args = parser.parse_args()
     args.delay = nfqueue_delay.parse_seconds(args.delay)
     if args.quick:

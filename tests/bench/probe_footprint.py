@@ -5,6 +5,7 @@ CPU seconds per 1,000 checks and peak RSS of each.
     python tests/bench/probe_footprint.py                 # 300 hosts, 40 s warm-up, 180 s
     python tests/bench/probe_footprint.py --quick         # 300 hosts, 60 s
     python tests/bench/probe_footprint.py --profile /tmp/prof   # py-spy on the probe meanwhile
+    python tests/bench/probe_footprint.py --quick --loop uvloop  # the probe on uvloop
 
 Needs root for blackbox_exporter's side (a network namespace and a private resolv.conf: see
 probelab.py) and Debian's prometheus-blackbox-exporter and iptables (`--install` fetches
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -73,7 +75,7 @@ async def spy(pid: int, seconds: float, folder: Path, name: str) -> None:
     collapsed stacks to FOLDER/NAME.txt."""
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     process = await asyncio.create_subprocess_exec(
-        "py-spy",
+        shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),  # or the venv's
         "record",
         "--pid",
         str(pid),
@@ -100,7 +102,7 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
         probelab.fleet(load, work / "fleet", ns, total) as fleet,
         contextlib.AsyncExitStack() as stack,
     ):
-        cw = await stack.enter_async_context(probelab.courierwatch(fleet, load, work))
+        cw = await stack.enter_async_context(probelab.courierwatch(fleet, load, work, args.loop))
         bb = None
         if args.blackbox:
             bb = await stack.enter_async_context(probelab.blackbox(fleet, load, work))
@@ -168,7 +170,7 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
     where = "in a network namespace" if ns else "on loopback"
     lines = [
         f"probe footprint: {load.describe()}; window {args.duration:g} s after "
-        f"{args.warmup:g} s warm-up; fake Apple {where}",
+        f"{args.warmup:g} s warm-up; fake Apple {where}; probe on {args.loop}",
         harness.machine().split(";")[0],
         "",
         table,
@@ -198,6 +200,9 @@ def main() -> None:
     parser.add_argument("--no-blackbox", dest="blackbox", action="store_false")
     parser.add_argument("--profile", type=Path, help="py-spy the probe into this folder")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")
+    parser.add_argument(
+        "--loop", choices=sorted(probelab.LOOPS), default="asyncio", help="the probe's event loop"
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration = 60.0

@@ -48,6 +48,7 @@ import harness
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for the lab
+from courierwatch.probe import eventloop
 from lab import netns
 from lab.children import START_SECONDS, stop_process
 
@@ -331,9 +332,25 @@ class Courierwatch:
     collector: harness.Collector
 
 
+# How the probe is started on each event loop: as `python -m courierwatch`, or with uvloop's
+# policy installed first; the environment says the same to `courierwatch.probe.eventloop`
+# (so that a command line that chooses the loop itself picks the one asked for).
+LOOPS = {
+    "asyncio": ("-m", "courierwatch"),
+    "uvloop": (
+        "-c",
+        "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+        "from courierwatch.cli import main; main()",
+    ),
+}
+
+
 @contextlib.asynccontextmanager
-async def courierwatch(fleet: Fleet, load: Load, directory: Path) -> AsyncIterator[Courierwatch]:
-    """A collector (insecure, loopback) and `python -m courierwatch probe` reporting to it."""
+async def courierwatch(
+    fleet: Fleet, load: Load, directory: Path, loop: str = "asyncio"
+) -> AsyncIterator[Courierwatch]:
+    """A collector (insecure, loopback) and `python -m courierwatch probe` reporting to it, on
+    the event loop named (a key of LOOPS)."""
     (directory / "collector").mkdir(exist_ok=True)
     collector = await harness.Collector.start(directory / "collector")
     try:
@@ -342,13 +359,13 @@ async def courierwatch(fleet: Fleet, load: Load, directory: Path) -> AsyncIterat
         with (directory / "probe.log").open("wb") as log:
             probe = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "courierwatch",
+                *LOOPS[loop],
                 "probe",
                 "--config",
                 str(config),
                 stdout=log,
                 stderr=log,
+                env={**os.environ, eventloop.ENV: loop},
             )
         try:
             yield Courierwatch(probe, collector)
