@@ -175,22 +175,26 @@ class _Capped:
 
     def __init__(self, server: web.Server, state: State, cap: int) -> None:
         self._server, self._state, self.cap = server, state, cap
-        # Made but not yet in server.connections: asyncio calls connection_made soon after
-        # the factory, so one turn of the loop may accept many before any of them shows.
-        self._starting = 0
+        # Made but not yet in server.connections (asyncio calls connection_made soon after
+        # the factory, so one turn of the loop may accept many before any of them shows),
+        # with when they were made: one lost before it was seen goes after STARTING_SECONDS.
+        self._starting: list[tuple[float, asyncio.BaseProtocol]] = []
 
     def __call__(self) -> asyncio.BaseProtocol:
-        if len(self._server.connections) + self._starting >= self.cap:
+        now = asyncio.get_running_loop().time()
+        # A handler has its transport once connection_made put it in server.connections.
+        self._starting = [(at, h) for at, h in self._starting
+                          if getattr(h, "transport", None) is None
+                          and now - at < STARTING_SECONDS]  # fmt: skip
+        if len(self._server.connections) + len(self._starting) >= self.cap:
             self._state.limited["http_connections"] += 1
             return _TurnAway()
-        if not self._starting:  # two hops: after the connection_made calls queued meanwhile
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._started)
-        self._starting += 1
-        return self._server()
+        handler = self._server()
+        self._starting.append((now, handler))
+        return handler
 
-    def _started(self) -> None:
-        self._starting = 0
+
+STARTING_SECONDS = 1.0
 
 
 class _TurnAway(asyncio.Protocol):
