@@ -38,6 +38,32 @@ def test_exposition_benchmark_prints_its_table():
     assert out.rstrip().splitlines()[-1].startswith("|")
 
 
+@pytest.mark.integration
+def test_remote_write_benchmark_prints_its_table():
+    out = run("remotewrite.py", "--stores=victoria-metrics", "--probes=2", "--checks=5",
+              "--seconds=0.5", "--rate=100")  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert [row.split("|")[1].strip() for row in rows[2:]] == ["encoder only", "victoria-metrics"]
+
+
+@pytest.mark.integration
+def test_modes_benchmark_prints_remote_write_and_scrape_side_by_side():
+    out = run("modes.py", "--series=2000", "--stores=victoria-metrics", "--seconds=1",
+              "--period=0.5", "--markers=2")  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert rows[0].startswith("|") and "results/CPU-s" in rows[0]
+    assert [row.split("|")[1].strip() for row in rows[2:]] == [
+        "remote write, victoria-metrics", "scrape"]
+
+
+@pytest.mark.integration
+def test_modes_benchmark_times_the_http_side_of_a_fleet():
+    out = run("modes.py", "--fleet=3", "--seconds=1", "--rate=300")
+    rows = [line for line in out.splitlines() if line.startswith("|")]
+    assert [row.split("|")[1].strip() for row in rows[2:]] == [
+        "/metrics", "/healthz", "/api/status"]
+
+
 def test_a_reused_batch_carries_new_sequence_numbers_and_a_marker():
     checks = workload.results(3, time.time())
     (template,) = workload.templates(checks, 6)

@@ -67,14 +67,20 @@ class Collector:
         self.idle_rss = 0  # before any probe connected
 
     @classmethod
-    async def start(cls, directory: Path, limits: dict[str, int] | None = None) -> Collector:
+    async def start(cls, directory: Path, limits: dict[str, object] | None = None,
+                    remote_write: dict[str, object] | None = None) -> Collector:  # fmt: skip
+        """`remote_write`: the config's section of that name (remote-write mode); None, scrape
+        mode."""
         config = directory / "collector.yaml"
-        config.write_text(yaml.safe_dump({
+        document: dict[str, object] = {
             "listen": {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0"},
             "transport": {"insecure": True},
             "state_dir": str(directory / "state"),
             "limits": limits or {},
-        }))  # fmt: skip
+        }
+        if remote_write is not None:
+            document["remote_write"] = remote_write
+        config.write_text(yaml.safe_dump(document))
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "courierwatch", "collector", "--config", str(config),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,

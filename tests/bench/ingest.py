@@ -154,10 +154,10 @@ async def measure(collector: harness.Collector, probes: int, args: argparse.Name
     )  # fmt: skip
 
 
-async def fill(generators: harness.Generators, results: int) -> None:
-    """Wait (a minute at most) until the first batch of every probe is acknowledged: the
+async def fill(generators: harness.Generators, results: int, seconds: float = 60) -> None:
+    """Wait (`seconds` at most) until the first batch of every probe is acknowledged: the
     burst of the start is not the pace measured."""
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(seconds):
         while await generators.acked() < results:  # noqa: ASYNC110 - another process's count
             await asyncio.sleep(0.25)
 
