@@ -141,7 +141,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="--phase 45")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")
     parser.add_argument(
-        "--loop", choices=sorted(probelab.LOOPS), default="asyncio", help="the probe's event loop"
+        "--loop",
+        choices=probelab.LOOPS,
+        default="asyncio",
+        help="the probe's event loop (uvloop: the fast extra)",
     )
     args = parser.parse_args()
     args.delay = nfqueue_delay.parse_seconds(args.delay)

@@ -201,7 +201,10 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy the probe into this folder")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")
     parser.add_argument(
-        "--loop", choices=sorted(probelab.LOOPS), default="asyncio", help="the probe's event loop"
+        "--loop",
+        choices=probelab.LOOPS,
+        default="asyncio",
+        help="the probe's event loop (uvloop: the fast extra)",
     )
     args = parser.parse_args()
     if args.quick:

@@ -332,17 +332,9 @@ class Courierwatch:
     collector: harness.Collector
 
 
-# How the probe is started on each event loop: as `python -m courierwatch`, or with uvloop's
-# policy installed first; the environment says the same to `courierwatch.probe.eventloop`
-# (so that a command line that chooses the loop itself picks the one asked for).
-LOOPS = {
-    "asyncio": ("-m", "courierwatch"),
-    "uvloop": (
-        "-c",
-        "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-        "from courierwatch.cli import main; main()",
-    ),
-}
+# The probe's event loops (courierwatch.probe.eventloop): its command line runs the one the
+# environment names (uvloop only where the `fast` extra installed it).
+LOOPS = ("asyncio", "uvloop")
 
 
 @contextlib.asynccontextmanager
@@ -359,7 +351,8 @@ async def courierwatch(
         with (directory / "probe.log").open("wb") as log:
             probe = await asyncio.create_subprocess_exec(
                 sys.executable,
-                *LOOPS[loop],
+                "-m",
+                "courierwatch",
                 "probe",
                 "--config",
                 str(config),
