@@ -1,5 +1,6 @@
-"""Shared test setup: the little Apple in tests/fakeapple is importable as `fakeapple`, and
-the `root` marker (declared in pyproject.toml) skips outside CI, fails under CI."""
+"""Shared test setup: the little Apple in tests/fakeapple is importable as `fakeapple`, the
+probes started run on asyncio's loop, and the `root` marker (declared in pyproject.toml) skips
+outside CI, fails under CI."""
 
 import os
 import sys
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+# The probe processes the tests start run on the loop a default install runs (asyncio's own),
+# whether or not tests/run installed the optional uvloop; tests/test_eventloop.py tests both.
+os.environ.setdefault("COURIERWATCH_EVENT_LOOP", "asyncio")
 
 pytest_plugins = ["fakeapple.probing"]
 
