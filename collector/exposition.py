@@ -181,11 +181,12 @@ def _issuer(result: pb.Result, _: float) -> tuple[Sample, ...]:
     return ()
 
 
-_MEASURED_OFFSET = frozenset({pb.OUTCOME_OK, pb.OUTCOME_CLOCK_SKEW})  # an answer was read
+# An answer was read: the offset is measured (and with clock_skew, it is the finding).
+MEASURED_OFFSET = frozenset({pb.OUTCOME_OK, pb.OUTCOME_CLOCK_SKEW})
 
 
 def _ntp(result: pb.Result, _: float) -> tuple[Sample, ...]:
-    if result.outcome in _MEASURED_OFFSET and result.HasField("ntp"):
+    if result.outcome in MEASURED_OFFSET and result.HasField("ntp"):
         return _one(result.ntp.offset_seconds)
     return ()
 

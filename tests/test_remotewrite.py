@@ -57,7 +57,9 @@ def rich_results():
     future = result(4, "x.apple.com", 80, "http", "g", outcome=999)  # from a newer probe
     ntp = result(5, "time.apple.com", 123, "ntp", "ntp")
     ntp.ntp.offset_seconds, ntp.phases.first_byte = -0.0042, 0.012
-    return [tls, courier, refused, future, ntp]
+    skewed = result(6, "time.euro.apple.com", 123, "ntp", "ntp", pb.OUTCOME_CLOCK_SKEW)
+    skewed.ntp.offset_seconds = 42.0  # an answer was read: the offset is the finding
+    return [tls, courier, refused, future, ntp, skewed]
 
 
 def decode(data: bytes) -> list[tuple[dict[str, str], float, int]]:
@@ -114,6 +116,8 @@ def test_the_same_series_and_values_as_scrape_mode():
     assert names == {f.name for f in CHECK_FAMILIES} | {"courierwatch_pop_info"}
     assert {key: scraped[key] for key in written if key in scraped} == written
     assert set(written) <= set(scraped)
+    check_names = {f.name for f in CHECK_FAMILIES}
+    assert {key for key in scraped if key[0] in check_names} <= set(written)
 
 
 def test_every_phase_that_ran_and_none_that_did_not():

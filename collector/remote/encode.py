@@ -24,7 +24,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Sequence
 
-from courierwatch.collector.exposition import CHECK, FAMILIES, PHASES, Family, check_labels
+from courierwatch.collector.exposition import (
+    CHECK,
+    FAMILIES,
+    MEASURED_OFFSET,
+    PHASES,
+    Family,
+    check_labels,
+)
 from courierwatch.collector.state import CheckKey, Probe, check_key
 from courierwatch.common.results import outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -222,7 +229,7 @@ class Encoder:
                         check.issued(issuer, verified_by)
                     parts += check.issuer_head, timestamp
                     samples += 1
-            if code == _OK and result.HasField("ntp"):
+            if code in MEASURED_OFFSET and result.HasField("ntp"):
                 parts += check.ntp, double(result.ntp.offset_seconds), timestamp
                 samples += 1
             if pop and key[2] == "courier":  # key[2]: the check kind
