@@ -27,7 +27,7 @@ from courierwatch.collector.remote.send import RemoteWriter
 from courierwatch.collector.state import State
 from courierwatch.collector.store import Store
 from courierwatch.collector.web import build_app
-from courierwatch.common.configfile import BUILTIN, ConfigError, TransportConfig
+from courierwatch.common.configfile import BUILTIN, ConfigError, TransportConfig, split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ async def serve(
     await runner.setup()
     assert runner.server is not None
     connections = _Capped(runner.server, state, config.limits.max_http_connections)
-    http_host, http_port = _split(config.http_listen)
+    http_host, http_port = split_host_port(config.http_listen, allow_zero=True)
     if writer is not None:
         await writer.open()
     if state_writer is not None:
@@ -148,7 +148,7 @@ async def serve(
             connections, http_host or None, http_port, reuse_address=True
         )
         bound = Bound(
-            grpc=_join(_split(config.grpc_listen)[0], grpc_port),
+            grpc=_join(split_host_port(config.grpc_listen, allow_zero=True)[0], grpc_port),
             http=_join(http_host, http.sockets[0].getsockname()[1]),
         )
         on_ready(bound)
@@ -254,11 +254,6 @@ async def _forget_silent(state: State, store: Store) -> None:
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         await store.forget(state.forget_silent())
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _join(host: str, port: int) -> str:

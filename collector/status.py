@@ -99,7 +99,7 @@ def _port_status(results: Sequence[pb.Result], port: int) -> str:
     outcomes = [
         r.outcome
         for r in results
-        if r.check == "courier" and r.port == port and r.via in ("", "direct")
+        if r.check == "courier" and r.port == port and r.via != "proxy"
     ]
     if not outcomes:
         return "no result"
