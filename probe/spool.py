@@ -246,11 +246,17 @@ class Spool:
 
     def _over_bounds(self, db: sqlite3.Connection, total: int) -> tuple[int, int]:
         """Delete what is too old, then the oldest until the rest fits; (count, bytes) gone."""
-        too_old = db.execute(
-            "SELECT MAX(seq) FROM results WHERE made < ?", (self._now() - self._max_age,)
-        ).fetchone()[0]
-        cut = too_old or 0
-        left = total - _span(db, cut)[1]
+        cutoff = self._now() - self._max_age
+        cut, left = 0, total
+        # `made` grows with seq, so only a spool whose oldest row is too old has any: no
+        # scan of a table without an index on `made` at every flush of a large spool.
+        if self._depth and self._oldest < cutoff:
+            too_old = db.execute(
+                "SELECT MAX(seq) FROM results WHERE made < ?", (cutoff,)
+            ).fetchone()[0]
+            if too_old:
+                cut = too_old
+                left = total - _span(db, cut)[1]
         if left > self._max_bytes:
             for seq, length in db.execute(
                 "SELECT seq, LENGTH(body) FROM results WHERE seq > ? ORDER BY seq", (cut,)
