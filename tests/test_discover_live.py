@@ -292,6 +292,7 @@ async def test_a_probe_streams_its_site_s_blocked_apple_names_to_the_collector(t
             for version in databases:
                 assert later[series(version, "courierwatch_dns_client_queries_total",
                                     group="push", status="blocked")] == 6  # fmt: skip
+                assert series(version, "courierwatch_site_cause", **cause) not in later
 
 
 @pytest.mark.integration
