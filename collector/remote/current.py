@@ -26,15 +26,14 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable
 
 from courierwatch.collector.exposition import FAMILIES, PROBE, Family, ProbeView, probe_labels
 from courierwatch.collector.remote.config import RemoteWriteConfig
-from courierwatch.collector.remote.encode import Encoder, encode_labels, timestamp_field, varint
+from courierwatch.collector.remote.encode import encode_labels, timestamp_field, varint
 from courierwatch.collector.remote.send import Closed, Delivery, RemoteWriter
-from courierwatch.collector.state import CheckKey, Probe, ProbeKey, State
+from courierwatch.collector.state import Probe, ProbeKey, State
 from courierwatch.common.results import courier_state
-from courierwatch.v1 import courierwatch_pb2 as pb
 
 __all__ = ["PROBE_FAMILIES", "StateEncoder", "StateWriter"]
 
@@ -96,20 +95,6 @@ class StateEncoder:
         return b"".join(parts), len(parts)
 
 
-class _Snapshot(Encoder):
-    """RemoteWriter's encoder for StateWriter: what it is asked to encode is already encoded
-    (send.RemoteWriter takes results only; a write of prepared bytes there would replace it)."""
-
-    def __init__(self) -> None:
-        super().__init__(max_cached_checks=0)
-        self.prepared: tuple[bytes, int] = (b"", 0)
-
-    def encode(self, site: str, probe_id: str, results: Sequence[pb.Result],
-               keys: Sequence[CheckKey] | None = None) -> tuple[bytes, int]:  # fmt: skip
-        prepared, self.prepared = self.prepared, (b"", 0)
-        return prepared
-
-
 class StateWriter:
     """Writes StateEncoder's state every `interval` seconds through a writer of its own (so that
     state never waits behind a backlog of replayed results, nor holds their queue up).
@@ -119,12 +104,12 @@ class StateWriter:
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self._state, self._clock = state, clock
         self.interval = config.state_interval
-        self._encoder = _Snapshot()
         self._state_encoder = StateEncoder()
+        # One request at a time: a period's chunks reach the store in order.
         self._writer = RemoteWriter(config.url, headers=config.headers,
                                     max_queued_samples=config.max_queued_samples,
                                     max_request_samples=config.max_request_samples,
-                                    timeout=config.timeout, encoder=self._encoder)  # fmt: skip
+                                    timeout=config.timeout)  # fmt: skip
         self._pending: list[Delivery] = []  # of the last period written
         self._live: set[ProbeKey] = set()  # the probes of the last write that were up
         self._writing = False
@@ -181,8 +166,8 @@ class StateWriter:
             self._pending = []
             for i in range(0, len(probes), CHUNK_PROBES):
                 chunk = probes[i : i + CHUNK_PROBES]
-                self._encoder.prepared = self._state_encoder.encode(state, at, ended, chunk)
-                self._pending.append(await self._writer.write("", "", ()))
+                encoded = self._state_encoder.encode(state, at, ended, chunk)
+                self._pending.append(await self._writer.write_encoded(*encoded))
                 await asyncio.sleep(0)  # streams and scrapes go on between chunks
         finally:
             self._writing = False

@@ -222,7 +222,13 @@ class RemoteWriter:
         has them); returns their delivery once queued, waiting while the queue is full."""
         if self._closed:
             raise Closed("the remote writer is closed")
-        data, samples = self._encoder.encode(site, probe_id, results, keys)
+        return await self.write_encoded(*self._encoder.encode(site, probe_id, results, keys))
+
+    async def write_encoded(self, data: bytes, samples: int) -> Delivery:
+        """write() of samples already encoded (WriteRequest field 1 entries, as Encoder
+        makes them): for what is not results, such as the probes' state."""
+        if self._closed:
+            raise Closed("the remote writer is closed")
         done: Delivery = asyncio.get_running_loop().create_future()
         if not samples:
             done.set_result(None)
