@@ -138,14 +138,20 @@ CLIENT_DNS_FILTER: Final = "client_dns_filter"
 _CLIENTS_CHECK: Final = "dns_clients"
 
 
+def filter_cause(result: pb.Result) -> str | None:
+    """The filtered cause a result shows (dns_filter, dns_hijack, client_dns_filter), if any:
+    for the readiness report, whose fixes for a cause are those of the results that show it."""
+    if result.outcome not in _FILTER_OUTCOMES:
+        return None
+    return CLIENT_DNS_FILTER if result.check == _CLIENTS_CHECK else _FILTER_OUTCOMES[result.outcome]
+
+
 def _filtering_and_interception(results: Sequence[pb.Result], explained: set[int]) -> list[Cause]:
     found: dict[tuple[str, str, str], list[pb.Result]] = defaultdict(list)
     for result in results:
         if id(result) in explained:
             continue
-        if result.outcome in _FILTER_OUTCOMES:
-            cause = (CLIENT_DNS_FILTER if result.check == _CLIENTS_CHECK
-                     else _FILTER_OUTCOMES[result.outcome])  # fmt: skip
+        if cause := filter_cause(result):
             found[(FILTERED, cause, result.group)].append(result)
         elif result.outcome == pb.OUTCOME_TLS_INTERCEPTED:
             found[(INTERCEPTED, TLS_INSPECTION, result.group)].append(result)

@@ -169,6 +169,18 @@ def test_without_targets_the_default_critical_threshold_judges():
     assert not assessed.ready and assessed.clocks[0].critical
 
 
+def test_names_the_devices_dns_filter_blocked_get_their_fix():
+    """client_dns_filter (a dns_clients pass over the site's DNS filter) has the fix of the
+    results that show it, as every other filtered cause does."""
+    blocked = pb.Result(target="gateway.push.apple.com", port=53, check="dns_clients",
+                        group="push", outcome=pb.OUTCOME_DNS_SINKHOLE,
+                        detail="blocked for devices")  # fmt: skip
+    assessed = readiness.assess([blocked], groups=catalog.describe(["push"]))
+    (cause,) = assessed.causes
+    assert (cause.cause.state, cause.cause.cause) == ("filtered", "client_dns_filter")
+    assert cause.fixes == ["allow *.push.apple.com in the DNS filter"]
+
+
 async def proxied_couriers(apple, direct_works):
     """Real courier results, direct and through the fake proxy, labelled 5223 and 443 (the
     fake cannot listen on both): through the proxy 443 works and 5223 is refused (403)."""
