@@ -113,6 +113,18 @@ async def test_a_pass_counts_the_rows_added_since_the_last(tmp_path, ftl):
     assert (fourth.outcome, groups(fourth)) == (pb.OUTCOME_OK, {"device_setup": (2, 0)})
 
 
+async def test_a_reload_that_changes_other_options_keeps_the_watermark(tmp_path, ftl):
+    """SIGHUP with, say, another `top`: the same watch carries on (no second worker thread
+    and open database per reload, and the rows since the last pass are counted once)."""
+    target, ctx = live_target(tmp_path, ftl.path, top=2)
+    await run_check(target, ctx)
+    ftl.append(MINUTE)
+    reloaded, ctx = live_target(tmp_path, ftl.path, top=3)
+    assert reloaded != target and reloaded.series == target.series
+    assert groups(await run_check(reloaded, ctx)) == GROUPS  # not "from now on" again
+    assert groups(await run_check(target, ctx)) == {}
+
+
 async def test_work_per_pass_is_bounded_and_the_rest_waits(tmp_path, ftl):
     target, ctx = live_target(tmp_path, ftl.path, rows=5)
     await run_check(target, ctx)

@@ -91,13 +91,17 @@ class _Watch:
     watermark: int | None = None  # the last row id counted; touched by the pass's task only
 
 
-_WATCHES: dict[Target, _Watch] = {}
+# By series and database, not by the whole target: a reload that changes another of its
+# options (its timeout, its rows) keeps the watch, its worker and its watermark; another
+# database is watched afresh, from its newest row.
+_WATCHES: dict[tuple[tuple[str, int, str, str, str], str], _Watch] = {}
 
 
 async def run(target: Target, ctx: CheckContext, result: pb.Result) -> None:
-    watch = _WATCHES.get(target)
+    key = (target.series, DATABASE.of(target))
+    watch = _WATCHES.get(key)
     if watch is None:
-        watch = _WATCHES[target] = _Watch()
+        watch = _WATCHES[key] = _Watch()
     loop = asyncio.get_running_loop()
     summary, upto = await loop.run_in_executor(
         watch.worker, _read, watch, DATABASE.of(target), ROWS.of(target), TOP.of(target)
