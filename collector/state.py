@@ -84,7 +84,8 @@ class Probe:
     # Apple queries of the site's devices (dns_clients results): (group, status) -> queries.
     dns_clients: dict[tuple[str, str], int] = field(default_factory=dict)
     quality: PathQuality = field(default_factory=PathQuality)  # loss and jitter, per port
-    revision: int = 0  # one more whenever `latest` changes (whatever changes it must bump it)
+    # One more whenever `latest` or `groups` changes (whatever changes them must bump it).
+    revision: int = 0
     # site_state()'s last answer, and what it was made from.
     assessed: _Assessed | None = None
 
@@ -105,11 +106,10 @@ class Applied:
 
 @dataclass(frozen=True, slots=True)
 class _Assessed:
-    """A site state and what it was made from. Between two revisions of `latest` results only
+    """A site state and what it was made from. Between two revisions results only
     leave the fresh set (they age), so its size names it; no result is held here."""
 
-    key: tuple[int, int, int, str]  # (revision, fresh results, id of the group facts, loss)
-    groups: dict[str, GroupFacts]  # held, so that its id is not reused meanwhile
+    key: tuple[int, int, str]  # (revision, fresh results, loss)
     site: sitestate.SiteState
 
 
@@ -179,6 +179,7 @@ class State:
         probe.families = tuple(hello.families)
         probe.families_reason = hello.families_reason
         probe.groups = {g.id: GroupFacts(g.id, g.title or g.id, g.critical) for g in hello.groups}
+        probe.revision += 1  # the site state reads the group facts
         probe.streams += 1
         probe.peer = peer
         probe.last_seen = self.clock()
@@ -299,13 +300,13 @@ class State:
         if not self.is_up(probe) and self.clock() - probe.last_seen > self.min_stale:
             return sitestate.offline()
         results = list(self.fresh(probe)) if fresh is None else fresh
-        key = (probe.revision, len(results), id(probe.groups), probe.quality.finding())
+        key = (probe.revision, len(results), probe.quality.finding())
         done = probe.assessed
         if done is not None and done.key == key:
             return done.site
         critical = {g.id: g.critical for g in probe.groups.values()}
-        site = sitestate.assess(results, critical, loss=key[3])
-        probe.assessed = _Assessed(key, probe.groups, site)
+        site = sitestate.assess(results, critical, loss=key[2])
+        probe.assessed = _Assessed(key, site)
         return site
 
     def fresh(self, probe: Probe) -> Iterator[pb.Result]:
