@@ -297,8 +297,8 @@ class Ingest:
         message = self._parse(raw)
         if message.HasField("batch"):
             results = list(message.batch.results)  # each access would wrap anew
-            keys = self._check_batch(probe, results)
-            return _Batch(results, keys, self._state.apply(probe, results, keys))
+            keys, sizes = self._check_batch(probe, results)
+            return _Batch(results, keys, self._state.apply(probe, results, keys, sizes))
         if message.HasField("health"):
             self._state.report_health(probe, message.health)
         return None
@@ -373,9 +373,11 @@ class Ingest:
             sites = (certificate_site,) if certificate_site else ()
         return sites
 
-    def _check_batch(self, probe: Probe, results: list[pb.Result]) -> list[CheckKey]:
+    def _check_batch(
+        self, probe: Probe, results: list[pb.Result]
+    ) -> tuple[list[CheckKey], list[int]]:
         """Refuse the batch if it breaks a limit, else cut what is too long in it; the check
-        key of each result."""
+        key and the encoded size of each result."""
         limits = self._limits
         if len(results) > limits.max_batch:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "batch_too_long",
@@ -408,14 +410,14 @@ class Ingest:
         through = probe.applied_through
         last = {key: size for key, result, size in zip(keys, results, sizes, strict=True)
                 if result.seq > through}  # fmt: skip
-        growth = sum(size - (latest[key].ByteSize() if key in latest else 0)
-                     for key, size in last.items())  # fmt: skip
+        before = probe.sizes
+        growth = sum(size - before.get(key, 0) for key, size in last.items())
         held = probe.state_bytes + growth
         if held > limits.max_state_bytes_per_probe:
             raise Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, "state_too_large",
                           f"the latest results of one probe would take {held} bytes; "
                           f"the limit is {limits.max_state_bytes_per_probe}")  # fmt: skip
-        return keys
+        return keys, sizes
 
     def _check_labels(self, *values: str) -> None:
         longest = max(values, key=len, default="")

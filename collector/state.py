@@ -76,6 +76,7 @@ class Probe:
     # When each latest result arrived, on the collector's clock: what freshness is judged by.
     arrived: dict[CheckKey, float] = field(default_factory=dict)
     state_bytes: int = 0  # encoded size of `latest`: what this probe's state costs in memory
+    sizes: dict[CheckKey, int] = field(default_factory=dict)  # of each result in `latest`
     counts: dict[CountKey, int] = field(default_factory=dict)
     pop: str = ""  # where the probe's couriers land now
     pop_changes: int = 0
@@ -211,10 +212,14 @@ class State:
             probe.clock_offset = sent - now
 
     def apply(
-        self, probe: Probe, results: Sequence[pb.Result], keys: Sequence[CheckKey] | None = None
+        self,
+        probe: Probe,
+        results: Sequence[pb.Result],
+        keys: Sequence[CheckKey] | None = None,
+        sizes: Sequence[int] | None = None,
     ) -> Applied:
-        """Apply a batch in sequence order. `keys`: check_key() of each result, when the
-        caller has them already (it is the costliest part of reading a result)."""
+        """Apply a batch in sequence order. `keys`: check_key() of each result, `sizes`: its
+        ByteSize(), when the caller has them already (the costliest parts of reading it)."""
         now = probe.last_seen = self.clock()
         if keys is None:
             keys = [check_key(result) for result in results]
@@ -222,8 +227,10 @@ class State:
         applied = duplicates = 0
         through = probe.applied_through
         since = probe.started
-        current: dict[CheckKey, pb.Result] = {}  # what this batch made the latest result
-        for result, key in zip(results, keys, strict=True):
+        current: dict[CheckKey, tuple[pb.Result, int]] = {}  # the batch's latest, and size
+        if sizes is None:
+            sizes = [result.ByteSize() for result in results]
+        for result, key, size in zip(results, keys, sizes, strict=True):
             seq = result.seq
             if seq <= through:
                 duplicates += 1
@@ -237,21 +244,19 @@ class State:
                 count_dns_clients(probe.dns_clients, result.dns_clients)
             # A higher number is newer, whatever its started_at says (a stepped clock).
             since[key] = started(result)
-            current[key] = result
+            current[key] = (result, size)
             if key[2] == "courier" and result.pop and result.pop != probe.pop:
                 if probe.pop:
                     probe.pop_changes += 1
                     probe.pop_changed_at = now
                 probe.pop = result.pop
-        latest, arrived = probe.latest, probe.arrived
-        for key, result in current.items():
+        latest, arrived, held = probe.latest, probe.arrived, probe.sizes
+        for key, (result, size) in current.items():
             # A copy: a result parsed from a batch holds the whole batch's memory.
             own = pb.Result()
             own.CopyFrom(result)
-            old = latest.get(key)
-            probe.state_bytes += own.ByteSize() - (old.ByteSize() if old is not None else 0)
-            latest[key] = own
-            arrived[key] = now
+            probe.state_bytes += size - held.get(key, 0)
+            latest[key], held[key], arrived[key] = own, size, now
         probe.revision += bool(current)
         probe.applied_through = through
         for counted, n in counts.items():
