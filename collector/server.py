@@ -27,7 +27,13 @@ from courierwatch.collector.remote.send import RemoteWriter
 from courierwatch.collector.state import State
 from courierwatch.collector.store import Store
 from courierwatch.collector.web import build_app
-from courierwatch.common.configfile import BUILTIN, ConfigError, TransportConfig, split_host_port
+from courierwatch.common.configfile import (
+    BUILTIN,
+    ConfigError,
+    TransportConfig,
+    join_host_port,
+    split_host_port,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +154,8 @@ async def serve(
             connections, http_host or None, http_port, reuse_address=True
         )
         bound = Bound(
-            grpc=_join(split_host_port(config.grpc_listen, allow_zero=True)[0], grpc_port),
-            http=_join(http_host, http.sockets[0].getsockname()[1]),
+            grpc=join_host_port(split_host_port(config.grpc_listen, allow_zero=True)[0], grpc_port),
+            http=join_host_port(http_host, http.sockets[0].getsockname()[1]),
         )
         on_ready(bound)
         await stop.wait()
@@ -254,7 +260,3 @@ async def _forget_silent(state: State, store: Store) -> None:
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         await store.forget(state.forget_silent())
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

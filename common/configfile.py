@@ -583,6 +583,11 @@ def to_ip(value: Any) -> str:
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
+def join_host_port(host: str, port: int) -> str:
+    """(host, port) -> 'host:port', an IPv6 address in brackets: what split_host_port reads."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def split_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
     """'host:port' or '[v6]:port' -> (host, port), host without brackets; ValueError if not."""
     if text.startswith("["):

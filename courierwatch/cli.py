@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from courierwatch.common import __version__
-from courierwatch.common.configfile import ConfigError
+from courierwatch.common.configfile import ConfigError, split_host_port
 
 if TYPE_CHECKING:
     from courierwatch.collector.server import Bound
@@ -382,11 +382,10 @@ def _start_failure(error: BaseException) -> str | None:
 
 def _bind_problem(address: str) -> str:
     """Why `address` cannot be listened on, found by trying it once more."""
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_host_port(address, allow_zero=True)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        socket.create_server((host, int(port)), family=family).close()
+        socket.create_server((host, port), family=family).close()
     except OSError as error:
         return os.strerror(error.errno) if error.errno else str(error)
     except ValueError as error:

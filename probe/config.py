@@ -96,6 +96,7 @@ from courierwatch.common.configfile import (
     digest,
     format_duration,
     from_text,
+    join_host_port,
     read_transport,
     read_yaml,
     to_address,
@@ -347,8 +348,8 @@ def _targets(root: Section, apple: _Apple, included: list[Document]) -> tuple[Ta
     for sec, target in [*made, *([live] if live else [])]:
         if target.key in seen:
             host, port, check = target.key
-            host = f"[{host}]" if ":" in host else host
-            raise sec.error(f"duplicate target {host}:{port} {check} (also {seen[target.key]})")
+            where = join_host_port(host, port)
+            raise sec.error(f"duplicate target {where} {check} (also {seen[target.key]})")
         elsewhere = "" if sec.source == root.source else f" of {sec.source}"
         seen[target.key] = f"{sec.field}{elsewhere}, line {sec.line}"
         merged[target.key] = target  # replaces a catalog target in place, or comes after them

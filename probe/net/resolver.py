@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from courierwatch.common.addresses import is_ip
+from courierwatch.common.configfile import join_host_port
 from courierwatch.probe.failures import CheckFailure
 from courierwatch.probe.net import dnswire
 from courierwatch.probe.net.connection import ready, stamp_arrivals
@@ -343,11 +344,9 @@ def _interpret(reply: Reply, asked: Question, server: _Server) -> Answer | _Fail
 
 
 def _label(server: _Server) -> str:
-    family, address = server
+    _, address = server
     host, port = address[0], address[1]
-    if port == 53:
-        return host
-    return f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+    return host if port == 53 else join_host_port(host, port)
 
 
 async def _udp(server: _Server, asked: Question) -> tuple[bytes, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
+from courierwatch.common.configfile import join_host_port
 from courierwatch.probe.config import ProbeConfig, load_probe_config
 from courierwatch.probe.context import build_context
 from courierwatch.probe.oneshot import readiness, report
@@ -48,10 +49,7 @@ async def check_once(config_path: str | None, *, as_json: bool, show_all: bool =
 def facts(config: ProbeConfig) -> readiness.Facts:
     """What the fix texts name from the config: Apple's ranges, the proxy, the nameservers."""
     port = config.resolver_port
-    resolvers = [
-        ns if port == 53 else f"[{ns}]:{port}" if ":" in ns else f"{ns}:{port}"
-        for ns in config.nameservers
-    ]
+    resolvers = [ns if port == 53 else join_host_port(ns, port) for ns in config.nameservers]
     return readiness.Facts(
         ranges=config.apple_ranges,
         proxy=config.proxy.name if config.proxy else "",
