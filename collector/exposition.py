@@ -361,6 +361,7 @@ FAMILIES: tuple[Family, ...] = (
            lambda state: _one(state.config_reload_at)),
 )  # fmt: skip
 CHECK_FAMILIES = tuple(family for family in FAMILIES if family.source is CHECK)
+COLLECTOR_FAMILIES = tuple(family for family in FAMILIES if family.source is COLLECTOR)
 
 
 def check_labels(probe: Probe, key: CheckKey) -> tuple[str, ...]:
@@ -376,10 +377,12 @@ def probe_labels(probe: Probe) -> tuple[str, ...]:
 
 class Exposition:
     """The state as text format 0.0.4, for /metrics with Content-Type CONTENT_TYPE_PLAIN_0_0_4.
-    Labels are written sorted by name, as generate_latest does."""
+    Labels are written sorted by name, as generate_latest does. `families`: the rows of
+    FAMILIES it writes, in table order (remote-write mode: the collector's own only)."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, families: Sequence[Family] = FAMILIES) -> None:
         self._state = state
+        self._table = families
         self._checks: dict[ProbeKey, dict[CheckKey, _Check]] = {}
         self._probes: dict[ProbeKey, _Row] = {}
         self._collector = _Row(())
@@ -422,7 +425,7 @@ class Exposition:
                 taken.append(row)
                 yield row
 
-        for family in FAMILIES:
+        for family in self._table:
             out = [family.header()]
             source = family.source
             if source is COLLECTOR:

@@ -95,6 +95,7 @@ async def serve(
         stale_intervals=config.stale_intervals,
         min_stale=config.min_stale,
         forget_after=config.forget_after,
+        count_checks=config.remote_write is None,
     )
     store = Store(Path(config.state_dir) / "collector.sqlite")
     for probe in await store.open():

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from courierwatch.collector.quality import DEFAULT_LOSS, LossThresholds, PathQuality
+from courierwatch.collector.quality import CONNECTING, DEFAULT_LOSS, LossThresholds, PathQuality
 from courierwatch.common import sitestate
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -121,7 +121,8 @@ def check_key(result: pb.Result) -> CheckKey:
 
 
 def started(result: pb.Result) -> float:
-    return result.started_at.seconds + result.started_at.nanos / 1e9
+    at = result.started_at  # each read of a message field makes a new wrapper
+    return at.seconds + at.nanos / 1e9
 
 
 # A probe's dns_clients groups are catalog group ids; a probe that sends more, or longer ones,
@@ -151,8 +152,13 @@ class State:
         forget_after: float = 86400.0,
         clock: Callable[[], float] = time.time,
         loss: LossThresholds = DEFAULT_LOSS,
+        count_checks: bool = True,
     ) -> None:
+        """`count_checks`: keep a count per check and outcome (scrape mode's
+        courierwatch_check_results_total). Remote-write mode does not: its store counts the
+        results themselves (count_over_time), whichever collector wrote them."""
         self.loss = loss
+        self.count_checks = count_checks
         self.stale_intervals = stale_intervals
         self.min_stale = min_stale
         self.forget_after = forget_after
@@ -223,40 +229,46 @@ class State:
         now = probe.last_seen = self.clock()
         if keys is None:
             keys = [check_key(result) for result in results]
-        counts: dict[CountKey, int] = {}
-        applied = duplicates = 0
-        through = probe.applied_through
-        since = probe.started
-        current: dict[CheckKey, tuple[pb.Result, int]] = {}  # the batch's latest, and size
         if sizes is None:
             sizes = [result.ByteSize() for result in results]
+        counts: dict[CountKey, int] = {}
+        counting = self.count_checks
+        duplicates = 0
+        through = probe.applied_through
+        quality, loss = probe.quality, self.loss
+        # The batch's latest result of each check, and its size: a check's later result
+        # replaces its earlier one here, so only the last is copied into the state.
+        current: dict[CheckKey, tuple[pb.Result, int]] = {}
         for result, key, size in zip(results, keys, sizes, strict=True):
             seq = result.seq
             if seq <= through:
                 duplicates += 1
                 continue
             through = seq
-            applied += 1
-            counted = (key, result.outcome)
-            counts[counted] = counts.get(counted, 0) + 1
-            probe.quality.add(result, self.loss)
-            if result.HasField("dns_clients"):  # counted once: duplicates were skipped above
-                count_dns_clients(probe.dns_clients, result.dns_clients)
-            # A higher number is newer, whatever its started_at says (a stepped clock).
-            since[key] = started(result)
             current[key] = (result, size)
-            if key[2] == "courier" and result.pop and result.pop != probe.pop:
-                if probe.pop:
-                    probe.pop_changes += 1
-                    probe.pop_changed_at = now
-                probe.pop = result.pop
-        latest, arrived, held = probe.latest, probe.arrived, probe.sizes
+            if counting:
+                counted = (key, result.outcome)
+                counts[counted] = counts.get(counted, 0) + 1
+            kind = key[2]
+            if kind in CONNECTING:
+                quality.add(result, loss)
+                if kind == "courier" and (pop := result.pop) and pop != probe.pop:
+                    if probe.pop:
+                        probe.pop_changes += 1
+                        probe.pop_changed_at = now
+                    probe.pop = pop
+            elif kind == "dns_clients":  # counted once: duplicates were skipped above
+                count_dns_clients(probe.dns_clients, result.dns_clients)
+        applied = len(results) - duplicates
+        latest, arrived, held, since = probe.latest, probe.arrived, probe.sizes, probe.started
         for key, (result, size) in current.items():
             # A copy: a result parsed from a batch holds the whole batch's memory.
-            own = pb.Result()
+            own = latest[key] = pb.Result()
             own.CopyFrom(result)
             probe.state_bytes += size - held.get(key, 0)
-            latest[key], held[key], arrived[key] = own, size, now
+            held[key], arrived[key] = size, now
+            # A higher number is newer, whatever its started_at says (a stepped clock).
+            since[key] = started(own)
         probe.revision += bool(current)
         probe.applied_through = through
         for counted, n in counts.items():

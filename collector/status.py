@@ -81,6 +81,10 @@ def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
         "pop": probe.pop,
         "ports": [{"port": port, "status": _port_status(results, port)} for port in COURIER_PORTS],
         "spool_depth": probe.health.spool_depth,
+        # Results applied from the probe, and replays ignored, by this collector (since it
+        # first heard of the probe: they survive restarts in its store).
+        "applied": probe.applied,
+        "duplicates": probe.duplicates,
         "checks": len(results),
         "failing": len(failing),
         "findings": [
@@ -97,9 +101,7 @@ def _cause(cause: sitestate.Cause) -> dict[str, str]:
 def _port_status(results: Sequence[pb.Result], port: int) -> str:
     """Whether a courier answered on this port (direct path): "ok", else the likeliest why."""
     outcomes = [
-        r.outcome
-        for r in results
-        if r.check == "courier" and r.port == port and r.via != "proxy"
+        r.outcome for r in results if r.check == "courier" and r.port == port and r.via != "proxy"
     ]
     if not outcomes:
         return "no result"

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from courierwatch.collector import status
-from courierwatch.collector.exposition import Exposition
+from courierwatch.collector.exposition import COLLECTOR_FAMILIES, FAMILIES, Exposition
 from courierwatch.collector.remote.telemetry import Telemetry
 from courierwatch.collector.state import State
 
@@ -24,8 +24,11 @@ def build_app(
     remote_write: Telemetry | None = None,
 ) -> web.Application:
     """`store_problem`: why the collector cannot commit (and so acknowledges nothing) now.
-    `remote_write`: the remote writer's own metrics, in remote-write mode."""
-    exposition = Exposition(state)  # keeps what it rendered, for the next scrape
+    `remote_write`: the remote writer's own metrics, in remote-write mode, where /metrics
+    has only the collector's own families: the checks', results' and probes' are written to
+    the store (remote/), and scraped too they would be stored twice."""
+    # Keeps what it rendered, for the next scrape.
+    exposition = Exposition(state, FAMILIES if remote_write is None else COLLECTOR_FAMILIES)
     rendering = asyncio.Lock()  # one scrape at a time renders (and updates what it keeps)
     # The collector process's own health (process_cpu_seconds_total, ..._resident_memory_bytes,
     # ..._open_fds): its own registry, read from /proc at each scrape.

@@ -124,19 +124,12 @@ async def prometheus(
     *,
     rule_files: Sequence[Path] = RULES,
     receive: bool = False,
-    drop: Sequence[str] = (),
 ) -> AsyncIterator[Prometheus]:
     """Prometheus scraping `targets` as job "courierwatch" and itself, every second, with
     `rule_files` (the shipped ones by default) evaluated every second. `receive`: it takes
-    remote writes too (at write_url), late samples within an hour; `drop`: the families of
-    the courierwatch job it drops from the scrapes (those remote write sends instead)."""
+    remote writes too (at write_url), late samples within an hour."""
     binary = require("prometheus")
     job: dict[str, Any] = {"job_name": JOB, "static_configs": [{"targets": list(targets)}]}
-    if drop:
-        job["metric_relabel_configs"] = [
-            {"source_labels": ["__name__"], "regex": "|".join(map(re.escape, drop)),
-             "action": "drop"}
-        ]  # fmt: skip
 
     def argv(port: int) -> list[str]:
         config: dict[str, Any] = {

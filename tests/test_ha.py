@@ -24,19 +24,18 @@ import aiohttp
 import pytest
 from promserver import ROOT, _ready, require, stop
 from test_remote_e2e import (
-    SITE,
     collector_config,
-    collector_counts,
     collector_process,
     make_fleet,
     probe_config,
     running_store,
     spool,
+    status_probes,
     stored_results,
     until,
 )
 
-from processes import courierwatch, key, scrape
+from processes import courierwatch, scrape
 
 pytestmark = [pytest.mark.integration]
 
@@ -99,14 +98,10 @@ async def servers_up(stats: str) -> dict[str, bool]:
 
 
 async def probes_up(url: str) -> set[str]:
-    samples = await scrape(url + "/metrics")
-    return {probe for probe in PROBES
-            if samples.get(key("courierwatch_probe_up", site=SITE, probe=probe)) == 1}  # fmt: skip
+    return {probe for probe, view in (await status_probes(url)).items() if view["up"]}
 
 
-async def test_a_collector_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
-    tmp_path, apple
-):
+async def test_a_collector_killed_mid_batch_loses_nothing_and_stores_nothing_twice(tmp_path, apple):
     fleet = make_fleet(tmp_path, list(PROBES))
     grpc, http, listen, stats = free_ports(HOSTS, 4)
     async with (
@@ -118,6 +113,7 @@ async def test_a_collector_killed_mid_batch_loses_nothing_and_stores_nothing_twi
         haproxy(tmp_path, listen, grpc, http, stats) as balancer,
         contextlib.AsyncExitStack() as probes,
     ):  # fmt: skip
+
         async def both_up() -> bool:
             return all((await servers_up(balancer)).values())
 
@@ -143,14 +139,11 @@ async def test_a_collector_killed_mid_batch_loses_nothing_and_stores_nothing_twi
         )  # fmt: skip
 
         async def victim_storing() -> bool:
-            applied = {probe: 0.0 for probe in moved}
-            for (name, labels), value in (await scrape(victim_url + "/metrics")).items():
-                probe = dict(labels).get("probe")
-                if name == "courierwatch_probe_results_applied_total" and probe in applied:
-                    applied[probe] += value
+            probes = await status_probes(victim_url)
             sent = (await scrape(victim_url + "/metrics")).get(
-                ("courierwatch_remote_write_samples_sent_total", ()), 0)
-            return min(applied.values()) >= 8 and sent > 0
+                ("courierwatch_remote_write_samples_sent_total", ()), 0
+            )
+            return min(probes[probe]["applied"] for probe in moved) >= 8 and sent > 0
 
         await until("the victim applies and stores its probes' results", 20, victim_storing)
         victim.kill()
@@ -180,7 +173,8 @@ async def test_a_collector_killed_mid_batch_loses_nothing_and_stores_nothing_twi
             process.send_signal(signal.SIGTERM)
         for probe_id, process in processes.items():
             assert await asyncio.wait_for(process.wait(), 15) == 0, probe_id
-        counted = collector_counts(await scrape(survivor_url + "/metrics"))
+        applied = {probe: view["applied"] for probe, view in
+                   (await status_probes(survivor_url)).items()}  # fmt: skip
         stored = await stored_results(store)
 
     made = {}
@@ -190,7 +184,7 @@ async def test_a_collector_killed_mid_batch_loses_nothing_and_stores_nothing_twi
     per_probe = {probe: sum(len(times) for check, times in stored.items() if check[1] == probe)
                  for probe in PROBES}  # fmt: skip
     assert per_probe == made  # none lost, none twice
-    # The survivor applied part of it (what reached it), never more than the store holds.
-    for check, n in counted.items():
-        assert n <= len(stored[check]), check
-    assert any(n < len(stored[check]) for check, n in counted.items() if check[1] in moved)
+    # The survivor applied part of it (what reached it), never more than the store holds;
+    # of the moved probes, less (the victim stored the rest).
+    assert all(applied[probe] <= per_probe[probe] for probe in PROBES), (applied, per_probe)
+    assert any(applied[probe] < per_probe[probe] for probe in moved), (applied, per_probe)

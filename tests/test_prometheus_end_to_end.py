@@ -13,7 +13,6 @@ import pytest
 import yaml
 from promserver import fast_rules, free_port, prometheus
 
-from courierwatch.collector.exposition import COLLECTOR, FAMILIES
 from fakeapple import COURIER_ALPN, COURIER_POP, COURIER_SNI, FakeDNS, TLSServer
 from processes import courierwatch, line_starting
 
@@ -21,8 +20,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.root(reason="couriers listen on their real ports, 443 needs root"),
 ]
-# Remote-write mode: what the collector writes (checks, results, probes) is not scraped too.
-WRITTEN = [family.name for family in FAMILIES if family.source is not COLLECTOR]
 
 
 def probe_config(tmp_path, site, dns, apple, collector) -> str:
@@ -77,7 +74,7 @@ async def test_courier_lost_fires_for_the_blocked_site_only(mode, tmp_path, appl
         # Prometheus first (the collector writes to it), so the collector's port is chosen.
         http = f"127.0.0.1:{free_port()}"
         async with prometheus([http], tmp_path, rule_files=fast_rules(tmp_path),
-                              receive=written, drop=WRITTEN if written else ()) as prom:
+                              receive=written) as prom:
             collector_yaml = tmp_path / "collector.yaml"
             collector_yaml.write_text(yaml.safe_dump({
                 "listen": {"grpc": "127.0.0.1:0", "http": http},
@@ -124,7 +121,8 @@ async def test_courier_lost_fires_for_the_blocked_site_only(mode, tmp_path, appl
                 loss = await prom.query('courierwatch_path_loss_ratio{site="healthy"}')
                 assert {r["metric"]["port"] for r in loss} >= {"5223", "443"}
                 # All of it from the mode's own series: written (no collector label), or
-                # scraped (the collector's instance).
+                # scraped (the collector's instance); a remote-writing collector's /metrics
+                # has none of what it writes.
                 scraped = await prom.query('courierwatch_site_cause{instance!=""}')
                 assert (scraped == []) == written
                 jobs = {r["metric"].get("job") for r in causes}
