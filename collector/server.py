@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 
+from courierwatch.collector import heap
 from courierwatch.collector.config import CollectorConfig, load_collector_config
 from courierwatch.collector.ingest import Ingest
 from courierwatch.collector.remote.current import StateWriter
@@ -142,6 +143,7 @@ async def serve(
         await state_writer.open()
     await server.start()
     housekeeping = asyncio.create_task(_forget_silent(state, store))
+    freezing = asyncio.create_task(heap.freeze_periodically())
     reloading: asyncio.Task[None] | None = None
     if config.source != BUILTIN:  # built in code (`up`): there is no file to read again
         if hangup is None:
@@ -162,6 +164,7 @@ async def serve(
         await stop.wait()
     finally:
         housekeeping.cancel()
+        freezing.cancel()
         if reloading is not None:
             reloading.cancel()
         if http is not None:

@@ -17,9 +17,10 @@ Rules for results that stop coming (the contract a NOC relies on):
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from courierwatch.collector.quality import CONNECTING, DEFAULT_LOSS, LossThresholds, PathQuality
@@ -89,6 +90,8 @@ class Probe:
     revision: int = 0
     # site_state()'s last answer, and what it was made from.
     assessed: _Assessed | None = None
+    # current()'s last answer, and while it holds.
+    fresh_set: _Fresh | None = None
 
     @property
     def key(self) -> ProbeKey:
@@ -112,6 +115,20 @@ class _Assessed:
 
     key: tuple[int, int, str]  # (revision, fresh results, loss)
     site: sitestate.SiteState
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    """A probe's fresh results at one revision and staleness setting, which hold from `since`
+    to `until` on the collector's clock (when the first of them goes stale): between two
+    revisions results only leave the fresh set, so a status page or scrape of a big fleet
+    reads each probe's results again only when one of them has aged out."""
+
+    key: tuple[int, float, float]  # (revision, stale_intervals, min_stale)
+    since: float
+    until: float
+    current: tuple[tuple[CheckKey, pb.Result, float], ...]
+    results: tuple[pb.Result, ...]
 
 
 def check_key(result: pb.Result) -> CheckKey:
@@ -326,16 +343,31 @@ class State:
         probe.assessed = _Assessed(key, site)
         return site
 
-    def fresh(self, probe: Probe) -> Iterator[pb.Result]:
+    def fresh(self, probe: Probe) -> Sequence[pb.Result]:
         """The latest result of each check that is still fresh enough to be shown as current."""
-        for _, result, _ in self.current(probe):
-            yield result
+        return self._fresh(probe).results
 
-    def current(self, probe: Probe) -> Iterator[tuple[CheckKey, pb.Result, float]]:
+    def current(self, probe: Probe) -> Sequence[tuple[CheckKey, pb.Result, float]]:
         """fresh(), with each result's check key and started()."""
+        return self._fresh(probe).current
+
+    def _fresh(self, probe: Probe) -> _Fresh:
         now = self.clock()
+        key = (probe.revision, self.stale_intervals, self.min_stale)
+        held = probe.fresh_set
+        # A clock stepped back (now before `since`) may make a stale result fresh again.
+        if held is not None and held.key == key and held.since <= now < held.until:
+            return held
         since, arrived = probe.started, probe.arrived
-        for key, result in probe.latest.items():
-            age = now - arrived[key]
-            if age <= max(self.stale_intervals * result.interval_seconds, self.min_stale):
-                yield key, result, since[key]
+        stale_intervals, min_stale = self.stale_intervals, self.min_stale
+        current = []
+        until = math.inf
+        for check, result in probe.latest.items():
+            horizon = max(stale_intervals * result.interval_seconds, min_stale)
+            if now - arrived[check] <= horizon:
+                current.append((check, result, since[check]))
+                until = min(until, arrived[check] + horizon)
+        held = probe.fresh_set = _Fresh(
+            key, now, until, tuple(current), tuple(result for _, result, _ in current)
+        )
+        return held

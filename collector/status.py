@@ -13,9 +13,9 @@ import functools
 import json
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -25,8 +25,12 @@ from courierwatch.common.bounds import DEFAULT_MAX_STRING_BYTES, cut
 from courierwatch.common.results import courier_state, outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
+if TYPE_CHECKING:
+    from courierwatch.collector.snapshots import Snapshots
+
 COURIER_PORTS = (5223, 443)  # the primary port, then Apple's fallback
 MAX_FINDINGS = 8  # per probe; the page says how many more there are
+CHUNK_PROBES = 100  # probes viewed between two turns of the event loop (some 50 ms)
 # Site states as the page orders them, worst first. An offline probe says nothing about Apple,
 # so it sorts below every state a working probe reports, but above ok.
 ORDER = (
@@ -35,20 +39,49 @@ ORDER = (
 )  # fmt: skip
 
 
-def snapshot(state: State) -> dict[str, Any]:
+# Per probe: the fresh results a view's checks part was made from (State.fresh's tuple, the
+# same object while the fresh set is the same), and that part.
+Views = dict[tuple[str, str], tuple[Sequence[pb.Result], dict[str, Any]]]
+
+
+def snapshot(state: State, views: Views | None = None) -> dict[str, Any]:
     """What the page (and /api/status) shows, worst site first: JSON-ready, plain values only.
     Each probe has its site state and causes (common/sitestate, as on /metrics); a site's state
-    is its worst probe's, probe_offline only when no probe of it reports."""
+    is its worst probe's, probe_offline only when no probe of it reports. `views`: what the
+    last snapshot made of each probe's results, kept and updated here (a page polled every few
+    seconds, of thousands of probes, reads again only those whose results changed)."""
+    for made in snapshot_steps(state, views):
+        if made is not None:
+            return made
+    raise AssertionError("snapshot_steps ends with the snapshot")
+
+
+def snapshot_steps(
+    state: State, views: Views | None = None, chunk: int = CHUNK_PROBES
+) -> Iterator[dict[str, Any] | None]:
+    """snapshot(), `chunk` probes at a time: None after each chunk, then the snapshot (a
+    caller on the event loop lets it run in between: collector/snapshots.py)."""
     now = state.clock()
+    kept = {} if views is None else views.copy()
+    if views is not None:
+        views.clear()
     by_site: dict[str, list[dict[str, Any]]] = {}
-    for probe in state.probes():
-        by_site.setdefault(probe.site, []).append(_probe_view(state, probe))
+    for n, probe in enumerate(state.probes(), 1):
+        results = state.fresh(probe)
+        view = kept.get(probe.key)
+        if view is None or view[0] is not results:
+            view = (results, _checks_view(state, probe, results))
+        if views is not None:
+            views[probe.key] = view
+        by_site.setdefault(probe.site, []).append(_probe_view(state, probe, view[1]))
+        if n % chunk == 0:
+            yield None
     sites = []
     for name, probes in by_site.items():
         probes.sort(key=lambda p: (ORDER.index(p["state"]), p["probe"]))
         sites.append({"site": name, "state": _site_state(probes), "probes": probes})
     sites.sort(key=lambda s: (ORDER.index(s["state"]), s["site"]))
-    return {
+    yield {
         "generated_at": now,
         "summary": dict(Counter(s["state"] for s in sites)),
         "sites": sites,
@@ -60,9 +93,29 @@ def _site_state(probes: Sequence[dict[str, Any]]) -> str:
     return min(reporting, key=ORDER.index) if reporting else sitestate.PROBE_OFFLINE
 
 
-def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
-    results = list(state.fresh(probe))
-    site = state.site_state(probe, results)
+def _probe_view(state: State, probe: Probe, checks: dict[str, Any]) -> dict[str, Any]:
+    # Asked each time: a probe goes offline with the same results (site_state caches).
+    site = state.site_state(probe, state.fresh(probe))
+    return {
+        "probe": probe.probe_id,
+        "up": state.is_up(probe),
+        "state": site.state,
+        "causes": [_cause(c) for c in site.causes],
+        **checks,
+        "last_seen": probe.last_seen,
+        "version": probe.version,
+        "pop": probe.pop,
+        "spool_depth": probe.health.spool_depth,
+        # Results applied from the probe, and replays ignored, by this collector (since it
+        # first heard of the probe: they survive restarts in its store).
+        "applied": probe.applied,
+        "duplicates": probe.duplicates,
+    }
+
+
+def _checks_view(state: State, probe: Probe, results: Sequence[pb.Result]) -> dict[str, Any]:
+    """What a probe's view reads of its fresh results (and of its group facts, which a new
+    Hello changes along with the revision, and so the fresh set)."""
 
     # Couriers first, then the groups the probe's catalog calls critical.
     def severity(result: pb.Result) -> tuple[bool, bool, str, str, int]:
@@ -71,20 +124,8 @@ def _probe_view(state: State, probe: Probe) -> dict[str, Any]:
 
     failing = sorted((r for r in results if r.outcome != pb.OUTCOME_OK), key=severity)
     return {
-        "probe": probe.probe_id,
-        "up": state.is_up(probe),
-        "state": site.state,
-        "causes": [_cause(c) for c in site.causes],
         "couriers": courier_state(results) or "no result",
-        "last_seen": probe.last_seen,
-        "version": probe.version,
-        "pop": probe.pop,
         "ports": [{"port": port, "status": _port_status(results, port)} for port in COURIER_PORTS],
-        "spool_depth": probe.health.spool_depth,
-        # Results applied from the probe, and replays ignored, by this collector (since it
-        # first heard of the probe: they survive restarts in its store).
-        "applied": probe.applied,
-        "duplicates": probe.duplicates,
         "checks": len(results),
         "failing": len(failing),
         "findings": [
@@ -135,13 +176,13 @@ def _script_json(data: dict[str, Any]) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_page(state: State, nonce: str) -> str:
+def render_page(snapshot: dict[str, Any], nonce: str) -> str:
     # The nonce first: probe data can then contain the placeholder text harmlessly.
     page = _template().replace("{{NONCE}}", nonce)
-    return page.replace("{{INITIAL}}", _script_json(snapshot(state)))
+    return page.replace("{{INITIAL}}", _script_json(snapshot))
 
 
-def routes(state: State) -> list[web.RouteDef]:
+def routes(snapshots: Snapshots) -> list[web.RouteDef]:
     async def page(_: web.Request) -> web.Response:
         nonce = secrets.token_urlsafe(16)
         policy = (
@@ -154,11 +195,14 @@ def routes(state: State) -> list[web.RouteDef]:
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "no-referrer",
         }
+        made = await snapshots.latest()
         return web.Response(
-            text=render_page(state, nonce), content_type="text/html", headers=headers
+            text=render_page(made.snapshot, nonce), content_type="text/html", headers=headers
         )
 
     async def api(_: web.Request) -> web.Response:
-        return web.json_response(snapshot(state), headers={"Cache-Control": "no-store"})
+        made = await snapshots.latest()
+        return web.Response(body=made.body, content_type="application/json",
+                            headers={"Cache-Control": "no-store"})  # fmt: skip
 
     return [web.get("/", page), web.get("/api/status", api)]

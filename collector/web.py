@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from courierwatch.collector import status
 from courierwatch.collector.exposition import COLLECTOR_FAMILIES, FAMILIES, Exposition
 from courierwatch.collector.remote.telemetry import Telemetry
+from courierwatch.collector.snapshots import Snapshots
 from courierwatch.collector.state import State
 
 
@@ -59,5 +60,7 @@ def build_app(
     app = web.Application()
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
-    app.add_routes(status.routes(state))
+    snapshots = Snapshots(state)
+    app.cleanup_ctx.append(snapshots.context)
+    app.add_routes(status.routes(snapshots))
     return app

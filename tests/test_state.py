@@ -124,6 +124,29 @@ def test_gauges_go_stale_after_three_intervals_and_never_before_min_stale(state,
     assert list(state.fresh(probe)) == []
 
 
+def test_the_fresh_set_is_kept_until_a_result_ages_out_or_a_batch_comes(state, clock):
+    """State keeps each probe's fresh set (status page and scrapes of big fleets read it
+    often); it must still age, take a batch, follow a new staleness setting and a clock
+    stepped back."""
+    probe = state.connect(hello())
+    slow = result(2, clock.now, target="2-courier.push.apple.com")
+    slow.interval_seconds = 600
+    state.apply(probe, [result(1, clock.now), slow])
+    fresh = state.fresh(probe)
+    assert len(fresh) == 2
+    clock.now += 89
+    assert state.fresh(probe) is fresh  # nothing aged out: the same, not read again
+    clock.now += 2
+    assert [r.seq for r in state.fresh(probe)] == [2]  # the 30 s check aged out
+    state.apply(probe, [result(3, clock.now)])
+    assert sorted(r.seq for r in state.fresh(probe)) == [2, 3]
+    state.stale_intervals = 1  # a reload: 600 s for the slow one, 60 s for the other
+    clock.now += 61
+    assert [r.seq for r in state.fresh(probe)] == [2]
+    clock.now -= 61  # the collector's clock stepped back: judged as before
+    assert sorted(r.seq for r in state.fresh(probe)) == [2, 3]
+
+
 def test_min_stale_protects_fast_checks(clock):
     state = State(stale_intervals=3, min_stale=60, forget_after=3600, clock=clock)
     probe = state.connect(hello())
