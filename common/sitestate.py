@@ -231,6 +231,8 @@ def _couriers(results: Sequence[pb.Result], explained: set[int], proxy: str) -> 
 
 def _families(results: Sequence[pb.Result], explained: set[int]) -> list[Cause]:
     """A check that works over IPv4 and fails over IPv6: one cause per group naming the hosts."""
+    if not any(r.address_family == "ipv6" for r in results):
+        return []  # an IPv4-only site (most), at a fifth of the cost of grouping its results
     by_series: dict[tuple[str, int, str], dict[str, list[pb.Result]]] = defaultdict(dict)
     for r in results:
         if r.outcome in _FILTER_OUTCOMES or r.outcome == pb.OUTCOME_TLS_INTERCEPTED:

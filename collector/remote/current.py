@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 PROBE_FAMILIES: tuple[Family, ...] = tuple(f for f in FAMILIES if f.source is PROBE)
 # Series whose label bytes are kept, over all probes; beyond it the cache starts again.
 MAX_CACHED_SERIES = 1_000_000
-# Probes per request and per turn of the event loop (7,500 samples, some 20 ms of encoding).
-CHUNK_PROBES = 250
+# Probes per request and per turn of the event loop: 1,500 samples, and up to 60 ms when each
+# probe's site state must be assessed again (a batch came since the last period: 1 ms each).
+CHUNK_PROBES = 50
 _DOUBLE = struct.Struct("<d").pack
 
 
