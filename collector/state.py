@@ -128,6 +128,8 @@ class _Fresh:
     since: float
     until: float
     current: tuple[tuple[CheckKey, pb.Result, float], ...]
+    # Its results alone, made once: fresh() gives the same object while the set holds (the
+    # status page keeps what it made of a probe for as long as it gets that object).
     results: tuple[pb.Result, ...]
 
 

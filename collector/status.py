@@ -50,30 +50,28 @@ def snapshot(state: State, views: Views | None = None) -> dict[str, Any]:
     is its worst probe's, probe_offline only when no probe of it reports. `views`: what the
     last snapshot made of each probe's results, kept and updated here (a page polled every few
     seconds, of thousands of probes, reads again only those whose results changed)."""
-    for made in snapshot_steps(state, views):
-        if made is not None:
-            return made
-    raise AssertionError("snapshot_steps ends with the snapshot")
+    *_, made = snapshot_steps(state, {} if views is None else views)
+    assert made is not None  # the last step is the snapshot
+    return made
 
 
 def snapshot_steps(
-    state: State, views: Views | None = None, chunk: int = CHUNK_PROBES
+    state: State, views: Views, chunk: int = CHUNK_PROBES
 ) -> Iterator[dict[str, Any] | None]:
     """snapshot(), `chunk` probes at a time: None after each chunk, then the snapshot (a
-    caller on the event loop lets it run in between: collector/snapshots.py)."""
+    caller on the event loop lets it run in between: collector/snapshots.py). `views` is
+    left holding the probes of this snapshot only."""
     now = state.clock()
-    kept = {} if views is None else views.copy()
-    if views is not None:
-        views.clear()
+    probes = state.probes()
+    for gone in views.keys() - {probe.key for probe in probes}:
+        del views[gone]
     by_site: dict[str, list[dict[str, Any]]] = {}
-    for n, probe in enumerate(state.probes(), 1):
+    for n, probe in enumerate(probes, 1):
         results = state.fresh(probe)
-        view = kept.get(probe.key)
+        view = views.get(probe.key)
         if view is None or view[0] is not results:
-            view = (results, _checks_view(state, probe, results))
-        if views is not None:
-            views[probe.key] = view
-        by_site.setdefault(probe.site, []).append(_probe_view(state, probe, view[1]))
+            view = views[probe.key] = (results, _checks_view(state, probe, results))
+        by_site.setdefault(probe.site, []).append(_probe_view(state, probe, results, view[1]))
         if n % chunk == 0:
             yield None
     sites = []
@@ -93,9 +91,11 @@ def _site_state(probes: Sequence[dict[str, Any]]) -> str:
     return min(reporting, key=ORDER.index) if reporting else sitestate.PROBE_OFFLINE
 
 
-def _probe_view(state: State, probe: Probe, checks: dict[str, Any]) -> dict[str, Any]:
+def _probe_view(
+    state: State, probe: Probe, results: Sequence[pb.Result], checks: dict[str, Any]
+) -> dict[str, Any]:
     # Asked each time: a probe goes offline with the same results (site_state caches).
-    site = state.site_state(probe, state.fresh(probe))
+    site = state.site_state(probe, results)
     return {
         "probe": probe.probe_id,
         "up": state.is_up(probe),

@@ -22,12 +22,11 @@ from promserver import (
     prometheus,
     require,
 )
-from test_status_page import Fleet
+from test_status_page import Fleet, collector_http
 from written_series import remote_write
 
 from courierwatch.collector.exposition import COLLECTOR, FAMILIES
 from courierwatch.collector.remote.telemetry import Telemetry
-from courierwatch.collector.web import build_app
 
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 RULE_TESTS = sorted((PROMETHEUS_DIR / "tests").glob("*.test.yml"))
@@ -192,16 +191,12 @@ async def test_a_remote_writing_collector_serves_only_its_own_families_for_the_s
     """What it writes is not on /metrics (stored twice otherwise), so prometheus.yml drops
     nothing; the collector's own families and the writer's stay."""
     assert "metric_relabel_configs" not in (PROMETHEUS_DIR / "prometheus.yml").read_text()
-    fleet = Fleet()
-    runner = web.AppRunner(build_app(fleet.state, remote_write=Telemetry(1000)))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            text = await response.text()
-    finally:
-        await runner.cleanup()
+    async with (
+        collector_http(Fleet().state, remote_write=Telemetry(1000)) as url,
+        aiohttp.ClientSession() as session,
+        session.get(url + "/metrics") as response,
+    ):
+        text = await response.text()
     # Family (HELP) and sample names, and the table's, without a counter's _total.
     found = re.findall(r"(?m)^(?:# HELP )?(\w+)[{ ]", text)
     names = {name.removesuffix("_total") for name in found}

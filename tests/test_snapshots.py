@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-import aiohttp
-from test_status_page import Fleet, collector_http
+from test_status_page import Fleet
 
 from courierwatch.collector import status
 from courierwatch.collector.snapshots import Snapshots
@@ -65,7 +64,7 @@ async def test_making_one_of_many_probes_lets_the_loop_run():
     fleet = Fleet()
     for n in range(250):
         fleet.report(fleet.probe(f"site-{n:03}", f"pi-{n:03}"), couriers=(pb.OUTCOME_OK,) * 2)
-    steps = list(status.snapshot_steps(fleet.state, chunk=100))
+    steps = list(status.snapshot_steps(fleet.state, {}, chunk=100))
     assert steps[:-1] == [None, None] and steps[-1]["sites"]  # 256 probes, by 100
     turns = 0
 
@@ -82,15 +81,3 @@ async def test_making_one_of_many_probes_lets_the_loop_run():
     beside.cancel()
     assert len(probes(made)) == 256
     assert turns - started >= 2  # it ran between the chunks
-
-
-async def test_the_api_serves_the_snapshot_as_json():
-    fleet = Fleet()
-    async with (
-        collector_http(fleet.state) as url,
-        aiohttp.ClientSession() as session,
-        session.get(url + "/api/status") as response,
-    ):
-        assert response.status == 200 and response.content_type == "application/json"
-        body = await response.json()
-    assert body["sites"] == status.snapshot(fleet.state)["sites"]

@@ -17,6 +17,7 @@ from aiohttp import web
 from promserver import free_port, require, stop
 
 from courierwatch.collector import status
+from courierwatch.collector.remote.telemetry import Telemetry
 from courierwatch.collector.state import State
 from courierwatch.collector.web import build_app
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -97,8 +98,8 @@ class Fleet:
 
 
 @contextlib.asynccontextmanager
-async def collector_http(state: State) -> AsyncIterator[str]:
-    runner = web.AppRunner(build_app(state))
+async def collector_http(state: State, remote_write: Telemetry | None = None) -> AsyncIterator[str]:
+    runner = web.AppRunner(build_app(state, remote_write=remote_write))
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     try:
@@ -179,8 +180,9 @@ async def test_api_status_gives_state_causes_pop_and_last_seen_per_site_and_prob
         aiohttp.ClientSession() as session,
         session.get(url + "/api/status") as response,
     ):
-        assert response.status == 200
+        assert response.status == 200 and response.content_type == "application/json"
         data = await response.json()
+    assert data["sites"] == status.snapshot(fleet.state)["sites"]
     edi = {s["site"]: s for s in data["sites"]}["edi-hq"]
     (probe,) = edi["probes"]
     assert (edi["state"], probe["probe"], probe["state"], probe["pop"]) == (
