@@ -142,7 +142,7 @@ async def serve(
     if state_writer is not None:
         await state_writer.open()
     await server.start()
-    housekeeping = asyncio.create_task(_forget_silent(state, store))
+    housekeeping = asyncio.create_task(_forget_silent(state, store, writer))
     freezing = asyncio.create_task(heap.freeze_periodically())
     reloading: asyncio.Task[None] | None = None
     if config.source != BUILTIN:  # built in code (`up`): there is no file to read again
@@ -260,7 +260,10 @@ async def _reload_on(hangup: asyncio.Event, reload: Callable[[], None]) -> None:
         reload()
 
 
-async def _forget_silent(state: State, store: Store) -> None:
+async def _forget_silent(state: State, store: Store, writer: RemoteWriter | None) -> None:
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
-        await store.forget(state.forget_silent())
+        forgotten = state.forget_silent()
+        if writer is not None:
+            writer.forget(forgotten)
+        await store.forget(forgotten)

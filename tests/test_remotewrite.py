@@ -166,6 +166,23 @@ def test_deterministic_whoever_encodes_and_however_often():
     assert Encoder().encode("ams", "pi2", results) != once  # the probe is in the series
 
 
+def test_the_label_bytes_of_every_probe_are_kept_however_big_the_fleet_until_it_is_forgotten():
+    """The cap is per probe: a fleet with more checks than one probe's cap keeps them all
+    (one cap over all probes cleared and rebuilt every check's, all the time, at 5,000 x 250
+    with a cap of a million), and a probe the state forgets is dropped."""
+    results = rich_results()
+    encoder = Encoder(max_cached_checks=len(results))
+    fleet = [("ams", f"pi{i}") for i in range(5)]
+    for site, probe_id in fleet:
+        encoder.encode(site, probe_id, results)
+    assert encoder.cached() == 5 * len(results)
+    encoder.forget([*fleet[:2], ("nowhere", "never-seen")])
+    assert encoder.cached() == 3 * len(results)
+    unknown = [result(len(results) + n, target=f"made-up-{n}.example") for n in range(3)]
+    encoder.encode("ams", "pi4", unknown)  # beyond its cap: that probe starts again alone
+    assert encoder.cached() == 2 * len(results) + len(unknown)
+
+
 @pytest.mark.parametrize(
     "ms", [0, 5, 127, 128, 1_000, -1_000, 2**35 - 1, 2**35, 2**42, 253_402_300_799_999]
 )

@@ -36,9 +36,12 @@ from courierwatch.collector.state import CheckKey, Probe, check_key
 from courierwatch.common.results import outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
-# Checks whose label bytes are kept, over all probes; beyond it the cache starts again (the
-# bytes are the same when rebuilt, only slower to get).
-MAX_CACHED_CHECKS = 1_000_000
+# Checks whose label bytes are kept per probe; beyond it that probe's start again (the bytes
+# are the same when rebuilt, only slower to get). Far above what a probe has (the built-in
+# catalog is 249 checks, max_targets_per_probe 2,000 targets): only a probe that makes up
+# new label values hits it, and it pays for that alone. One cap over all probes would rebuild
+# every probe's, all the time, once the fleet had more checks than the cap.
+MAX_CACHED_CHECKS = 10_000
 
 _DOUBLE = struct.Struct("<d").pack
 _ONE = _DOUBLE(1.0)
@@ -102,31 +105,30 @@ def timestamp_field(ms: int) -> bytes:
 class _Check:
     """One check of one probe: the start of each of its series' entries, up to the value
     (or, for a series whose value follows from its labels, with the value), for one POP and
-    one length of sample (the same for every timestamp from 1971 to 2109). Those of its
-    latest outcome and issuer are at hand; the others are kept for when they come back."""
+    one length of sample (the same for every timestamp from 1971 to 2109). Each is made the
+    first time a result needs it, and only that of the latest outcome and issuer is kept: at
+    a million checks the bytes of series a check never writes (the phases it has not, a
+    flapping check's other outcome) were most of the collector's memory."""
 
-    __slots__ = ("_issuers", "_row", "_verdicts", "code", "duration", "issuer", "issuer_head",
-                 "last_run", "not_after", "ntp", "outcome", "pop", "pop_info", "sample_length",
-                 "success", "verified_by")  # fmt: skip
+    __slots__ = ("_labels", "code", "duration", "issuer", "issuer_head", "last_run", "ntp_head",
+                 "outcome", "pop", "pop_head", "sample_length", "success", "until_head",
+                 "verified_by")  # fmt: skip
 
-    def __init__(self, row: dict[str, str], pop: str, sample_length: int) -> None:
-        self._row = row  # the values of CHECK.labels, by name, and pop
-        self.pop = row["pop"] = pop
+    def __init__(self, labels: tuple[str, ...], pop: str, sample_length: int) -> None:
+        self._labels = labels  # the values of CHECK.labels
+        self.pop = pop
         self.sample_length = sample_length
-        self.duration = tuple(self._head(DURATION, phase=phase) for phase in PHASES)
         self.last_run = self._head(LAST_RUN)
-        self.not_after = self._head(NOT_AFTER)
-        self.ntp = self._head(NTP)
-        self.pop_info = self._head(POP) + _ONE
-        self._verdicts: dict[int, tuple[bytes, bytes]] = {}
-        self._issuers: dict[tuple[str, str], bytes] = {}
+        # By PHASES; one that does not run for this check never has a series.
+        self.duration: list[bytes | None] = [None] * len(PHASES)
+        self.until_head = self.ntp_head = self.pop_head = self.issuer_head = None
         self.code = -1  # no outcome yet: success and outcome are not set
         self.success = self.outcome = b""
-        self.issuer = self.verified_by = self.issuer_head = None
+        self.issuer = self.verified_by = None
 
     def _head(self, family: Family, **own: str) -> bytes:
-        row = self._row
-        pairs = [(name, own[name] if name in own else row[name]) for name in family.labels]
+        row = dict(zip(CHECK.labels, self._labels, strict=True), pop=self.pop, **own)
+        pairs = [(name, row[name]) for name in family.labels]
         pairs.append(("__name__", family.name))
         label_bytes = encode_labels(pairs)
         # WriteRequest.timeseries tag and length, the labels, the sample's tag and length,
@@ -134,31 +136,41 @@ class _Check:
         length = len(label_bytes) + 2 + self.sample_length
         return b"\x0a" + varint(length) + label_bytes + bytes((0x12, self.sample_length, 0x09))
 
+    def phase(self, index: int) -> bytes:
+        head = self.duration[index] = self._head(DURATION, phase=PHASES[index])
+        return head
+
+    def not_after(self) -> bytes:
+        head = self.until_head = self._head(NOT_AFTER)
+        return head
+
+    def ntp(self) -> bytes:
+        head = self.ntp_head = self._head(NTP)
+        return head
+
+    def pop_info(self) -> bytes:
+        head = self.pop_head = self._head(POP) + _ONE
+        return head
+
     def verdict(self, code: int) -> None:
         """Sets success and outcome: the series of `code`, each with its value."""
-        verdict = self._verdicts.get(code)
-        if verdict is None:
-            success = self._head(SUCCESS) + (_ONE if code == _OK else _ZERO)
-            outcome = self._head(OUTCOME, outcome=outcome_label(code)) + _ONE
-            verdict = self._verdicts[code] = (success, outcome)
+        self.success = self._head(SUCCESS) + (_ONE if code == _OK else _ZERO)
+        self.outcome = self._head(OUTCOME, outcome=outcome_label(code)) + _ONE
         self.code = code
-        self.success, self.outcome = verdict
 
     def issued(self, issuer: str, verified_by: str) -> None:
         """Sets issuer_head: the issuer series, with its value."""
-        head = self._issuers.get((issuer, verified_by))
-        if head is None:
-            head = self._head(ISSUER, issuer=issuer, verified_by=verified_by) + _ONE
-            self._issuers[(issuer, verified_by)] = head
-        self.issuer, self.verified_by, self.issuer_head = issuer, verified_by, head
+        self.issuer_head = self._head(ISSUER, issuer=issuer, verified_by=verified_by) + _ONE
+        self.issuer, self.verified_by = issuer, verified_by
 
 
 class Encoder:
     """Results to TimeSeries bytes, keeping each series' label bytes (the costly part)."""
 
     def __init__(self, max_cached_checks: int = MAX_CACHED_CHECKS) -> None:
-        self._max = max_cached_checks
-        self._checks: dict[tuple[str, str, CheckKey], _Check] = {}
+        self._max = max_cached_checks  # per probe
+        # By probe (site, probe id), then by check; a probe the state forgets is forget()ten.
+        self._probes: dict[tuple[str, str], dict[CheckKey, _Check]] = {}
         # The varint of a timestamp's upper bits: results of a batch are seconds apart,
         # and making a varint costs more than everything else of a sample.
         self._highs: dict[int, bytes] = {}
@@ -174,7 +186,9 @@ class Encoder:
         samples they are. `keys`: check_key() of each result, when the caller has them."""
         if keys is None:
             keys = [check_key(result) for result in results]
-        checks = self._checks
+        checks = self._probes.get((site, probe_id))
+        if checks is None:
+            checks = self._probes[site, probe_id] = {}
         parts: list[bytes] = []
         samples = 0
         double = _DOUBLE
@@ -189,9 +203,9 @@ class Encoder:
             else:
                 timestamp = timestamp_field(ms)
             pop = result.pop
-            check = checks.get((site, probe_id, key))
+            check = checks.get(key)
             if check is None or check.pop != pop or check.sample_length != 9 + len(timestamp):
-                check = self._new(site, probe_id, key, pop, 9 + len(timestamp))
+                check = self._new(checks, site, probe_id, key, pop, 9 + len(timestamp))
             code = result.outcome
             if code != check.code:
                 check.verdict(code)
@@ -204,24 +218,25 @@ class Encoder:
             phases = result.phases
             dns, connect, tls, first_byte, total = check.duration  # in the order of PHASES
             if (value := phases.dns) or phases.HasField("dns"):
-                parts += dns, double(value), timestamp
+                parts += dns or check.phase(0), double(value), timestamp
                 samples += 1
             if (value := phases.connect) or phases.HasField("connect"):
-                parts += connect, double(value), timestamp
+                parts += connect or check.phase(1), double(value), timestamp
                 samples += 1
             if (value := phases.tls) or phases.HasField("tls"):
-                parts += tls, double(value), timestamp
+                parts += tls or check.phase(2), double(value), timestamp
                 samples += 1
             if (value := phases.first_byte) or phases.HasField("first_byte"):
-                parts += first_byte, double(value), timestamp
+                parts += first_byte or check.phase(3), double(value), timestamp
                 samples += 1
             if (value := phases.total) or phases.HasField("total"):
-                parts += total, double(value), timestamp
+                parts += total or check.phase(4), double(value), timestamp
                 samples += 1
             if result.HasField("tls"):
                 facts = result.tls
                 if facts.HasField("not_after"):
-                    parts += check.not_after, double(facts.not_after.seconds), timestamp
+                    parts += (check.until_head or check.not_after(),
+                              double(facts.not_after.seconds), timestamp)  # fmt: skip
                     samples += 1
                 if issuer := facts.issuer:
                     verified_by = facts.verified_by
@@ -230,10 +245,11 @@ class Encoder:
                     parts += check.issuer_head, timestamp
                     samples += 1
             if code in MEASURED_OFFSET and result.HasField("ntp"):
-                parts += check.ntp, double(result.ntp.offset_seconds), timestamp
+                parts += (check.ntp_head or check.ntp(), double(result.ntp.offset_seconds),
+                          timestamp)  # fmt: skip
                 samples += 1
             if pop and key[2] == "courier":  # key[2]: the check kind
-                parts += check.pop_info, timestamp
+                parts += check.pop_head or check.pop_info(), timestamp
                 samples += 1
         return b"".join(parts), samples
 
@@ -243,10 +259,19 @@ class Encoder:
         varint_ = self._highs[high] = varint(high)
         return varint_
 
-    def _new(self, site: str, probe_id: str, key: CheckKey, pop: str,
-             sample_length: int) -> _Check:  # fmt: skip
-        if len(self._checks) >= self._max:
-            self._checks.clear()
-        row = dict(zip(CHECK.labels, check_labels(Probe(site, probe_id), key), strict=True))
-        check = self._checks[(site, probe_id, key)] = _Check(row, pop, sample_length)
+    def _new(self, checks: dict[CheckKey, _Check], site: str, probe_id: str, key: CheckKey,
+             pop: str, sample_length: int) -> _Check:  # fmt: skip
+        if len(checks) >= self._max:
+            checks.clear()
+        labels = check_labels(Probe(site, probe_id), key)
+        check = checks[key] = _Check(labels, pop, sample_length)
         return check
+
+    def forget(self, probes: Iterable[tuple[str, str]]) -> None:
+        """Drop what is kept of these probes (site, probe id): the state forgot them."""
+        for probe in probes:
+            self._probes.pop(probe, None)
+
+    def cached(self) -> int:
+        """How many checks' label bytes are kept, over all probes."""
+        return sum(map(len, self._probes.values()))

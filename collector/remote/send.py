@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -223,6 +223,10 @@ class RemoteWriter:
         if self._closed:
             raise Closed("the remote writer is closed")
         return await self.write_encoded(*self._encoder.encode(site, probe_id, results, keys))
+
+    def forget(self, probes: Iterable[tuple[str, str]]) -> None:
+        """The state forgot these probes (site, probe id): so does the encoder."""
+        self._encoder.forget(probes)
 
     async def write_encoded(self, data: bytes, samples: int) -> Delivery:
         """write() of samples already encoded (WriteRequest field 1 entries, as Encoder
