@@ -366,8 +366,13 @@ COLLECTOR_FAMILIES = tuple(family for family in FAMILIES if family.source is COL
 
 def check_labels(probe: Probe, key: CheckKey) -> tuple[str, ...]:
     """The values of CHECK.labels for one check of a probe."""
+    return check_label_values(probe.site, probe.probe_id, key)
+
+
+def check_label_values(site: str, probe_id: str, key: CheckKey) -> tuple[str, ...]:
+    """check_labels() of the probe with this site and id, for who has no Probe at hand."""
     target, port, check, group, family, via = key
-    return (probe.site, probe.probe_id, target, str(port), check, group, family, via)
+    return (site, probe_id, target, str(port), check, group, family, via)
 
 
 def probe_labels(probe: Probe) -> tuple[str, ...]:

@@ -30,9 +30,9 @@ from courierwatch.collector.exposition import (
     MEASURED_OFFSET,
     PHASES,
     Family,
-    check_labels,
+    check_label_values,
 )
-from courierwatch.collector.state import CheckKey, Probe, check_key
+from courierwatch.collector.state import CheckKey, ProbeKey, check_key
 from courierwatch.common.results import outcome_label
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -170,7 +170,7 @@ class Encoder:
     def __init__(self, max_cached_checks: int = MAX_CACHED_CHECKS) -> None:
         self._max = max_cached_checks  # per probe
         # By probe (site, probe id), then by check; a probe the state forgets is forget()ten.
-        self._probes: dict[tuple[str, str], dict[CheckKey, _Check]] = {}
+        self._probes: dict[ProbeKey, dict[CheckKey, _Check]] = {}
         # The varint of a timestamp's upper bits: results of a batch are seconds apart,
         # and making a varint costs more than everything else of a sample.
         self._highs: dict[int, bytes] = {}
@@ -263,11 +263,11 @@ class Encoder:
              pop: str, sample_length: int) -> _Check:  # fmt: skip
         if len(checks) >= self._max:
             checks.clear()
-        labels = check_labels(Probe(site, probe_id), key)
+        labels = check_label_values(site, probe_id, key)
         check = checks[key] = _Check(labels, pop, sample_length)
         return check
 
-    def forget(self, probes: Iterable[tuple[str, str]]) -> None:
+    def forget(self, probes: Iterable[ProbeKey]) -> None:
         """Drop what is kept of these probes (site, probe id): the state forgot them."""
         for probe in probes:
             self._probes.pop(probe, None)

@@ -35,7 +35,7 @@ import cramjam
 from courierwatch.collector.remote.config import RemoteWriteConfig
 from courierwatch.collector.remote.encode import Encoder
 from courierwatch.collector.remote.telemetry import Telemetry
-from courierwatch.collector.state import CheckKey
+from courierwatch.collector.state import CheckKey, ProbeKey
 from courierwatch.common import __version__
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -224,7 +224,7 @@ class RemoteWriter:
             raise Closed("the remote writer is closed")
         return await self.write_encoded(*self._encoder.encode(site, probe_id, results, keys))
 
-    def forget(self, probes: Iterable[tuple[str, str]]) -> None:
+    def forget(self, probes: Iterable[ProbeKey]) -> None:
         """The state forgot these probes (site, probe id): so does the encoder."""
         self._encoder.forget(probes)
 
