@@ -14,7 +14,8 @@ Keys beyond identity and transport (defaults in brackets):
       site: [PEM, ...]      # CAs your site deployed, e.g. an SSL-inspection root: a chain that
                             # verifies only against these is tls_intercepted, naming its issuer
       system: true          # also trust the system store
-    schedule: {concurrency: 32, jitter: 0.1}
+    schedule: {concurrency: 32, jitter: 0.1, tick: auto}  # tick: runs start on this grid
+                            # (probe.scheduler): auto, a duration up to 5s, or 0 for none
     catalog:
       groups: [push, ...]   # [all]
       settings: {push: {interval: 30s, timeout: 5s}}
@@ -101,6 +102,7 @@ from courierwatch.common.configfile import (
     read_yaml,
     to_address,
     to_choice,
+    to_duration_between,
     to_host,
     to_ip,
     unknown_name,
@@ -201,6 +203,7 @@ class ProbeConfig:
     trust_system: bool = True  # also trust the system store
     concurrency: int = 32  # checks running at once
     jitter: float = 0.1  # fraction of the interval each run may move, to spread the load
+    tick: float | None = None  # seconds between the instants runs start at; None: automatic
     apple_ranges: tuple[sanity.Network, ...] = field(default_factory=lambda: catalog.apple().ranges)
     pop_pattern: re.Pattern[str] = field(default_factory=lambda: catalog.apple().pop_pattern)
     proxy: ProxySettings | None = None
@@ -255,7 +258,7 @@ def load_probe_config(
     trust = root.section("trust")
     trust.check_keys("anchors", "site", "system")
     schedule = root.section("schedule")
-    schedule.check_keys("concurrency", "jitter")
+    schedule.check_keys("concurrency", "jitter", "tick")
     spool = root.section("spool")
     spool.check_keys("path", "max_mb", "max_age")
     apple = _apple(root.section("apple"))
@@ -277,6 +280,7 @@ def load_probe_config(
         trust_system=trust.boolean("system", True),
         concurrency=schedule.integer("concurrency", 32, min=1, max=10000),
         jitter=schedule.number("jitter", 0.1, min=0, max=0.5),
+        tick=schedule.value("tick", _tick, None),
         apple_ranges=apple.ranges,
         pop_pattern=apple.pop_pattern,
         proxy=proxy,
@@ -292,6 +296,19 @@ def load_probe_config(
     if chosen.reason != CONFIGURED:  # said once the whole file is valid: an error stays one line
         log.info("families: auto: %s", chosen.reason)
     return config
+
+
+_TICKS = to_duration_between(0, 5)
+
+
+def _tick(value: object) -> float | None:
+    """schedule.tick: "auto" (None: the scheduler sizes it), or a duration; 0 is no grid."""
+    if value == "auto":
+        return None
+    try:
+        return _TICKS(value)
+    except ValueError as error:
+        raise ValueError(f'must be "auto" or a {str(error).removeprefix("must be a ")}') from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,6 +134,7 @@ class _Probe:
             spool.put,
             concurrency=config.concurrency,
             jitter=config.jitter,
+            tick=config.tick,
         )
         # The uplink sends this message at the start of every session: a reload that need not
         # reconnect updates it in place, so the next Hello carries the new config digest.
@@ -207,7 +208,7 @@ class _Probe:
         self._config = config
         changes = self._scheduler.update(
             config.targets, build_context(config), concurrency=config.concurrency,
-            jitter=config.jitter,
+            jitter=config.jitter, tick=config.tick,
         )  # fmt: skip
         fresh = hello(config)
         reconnect = _why_reconnect(old, config, self._material != material, self._hello, fresh)

@@ -142,6 +142,17 @@ def test_out_of_range(tmp_path: Path) -> None:
     )
 
 
+def test_the_tick_is_auto_or_a_short_duration(tmp_path: Path) -> None:
+    for written, tick in (("auto", None), ("0", 0.0), ("1s", 1.0)):
+        path = write(tmp_path, f"schedule: {{tick: {written}}}\n")
+        assert load_probe_config(path, require_identity=False).tick == tick
+    path = write(tmp_path, "schedule: {tick: 10s}\n")
+    assert probe_error(path) == (
+        f"{path}:1: schedule.tick: must be \"auto\" or a duration from 0ms to 5s (a number "
+        "means seconds; units ms, s, m, h, d), got '10s'"
+    )
+
+
 def test_missing_required_names_the_parent_mappings_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -379,6 +390,7 @@ def test_defaults_only_config_has_every_catalog_target() -> None:
     assert config.targets == expand(catalog.targets(), ("ipv4",), proxy=False)
     assert config.targets  # the catalog is not empty
     assert (config.concurrency, config.jitter, config.trust_system) == (32, 0.1, True)
+    assert config.tick is None  # automatic
     assert (config.proxy, config.trust_site) == (None, ())
     assert config.apple_ranges == catalog.apple().ranges
 
@@ -437,7 +449,7 @@ def test_full_probe_config(tmp_path: Path) -> None:
         trust:
           anchors: [ca.pem]
           system: false
-        schedule: {{concurrency: 4, jitter: 0}}
+        schedule: {{concurrency: 4, jitter: 0, tick: 250ms}}
         catalog:
           groups: [push]
           settings:
@@ -459,7 +471,7 @@ def test_full_probe_config(tmp_path: Path) -> None:
     assert config.transport == TransportConfig(False, files["ca"], files["cert"], files["key"])
     assert (config.nameservers, config.resolver_port) == (("127.0.0.1", "2001:db8::1"), 5353)
     assert (config.trust_anchors, config.trust_system) == ((files["ca"],), False)
-    assert (config.concurrency, config.jitter) == (4, 0.0)
+    assert (config.concurrency, config.jitter, config.tick) == (4, 0.0, 0.25)
     assert config.digest == hashlib.sha256(Path(path).read_bytes()).hexdigest()
     catalog_part = [t for t in config.targets if t.group == "push"]
     assert catalog_part and all((t.interval, t.timeout) == (15.0, 5.0) for t in catalog_part)

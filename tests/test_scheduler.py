@@ -9,7 +9,7 @@ import pytest
 from courierwatch.probe import catalog, checks
 from courierwatch.probe.checks.base import CheckContext
 from courierwatch.probe.net.resolver import Resolver
-from courierwatch.probe.scheduler import Scheduler, run_once
+from courierwatch.probe.scheduler import Scheduler, auto_tick, run_once
 from courierwatch.probe.targets import Target
 from courierwatch.probe.trust import TrustStore
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -116,6 +116,27 @@ async def test_first_runs_are_spread_over_the_interval(fake_kind):
     firsts = sorted({host: t - begin for t, host in reversed(kind.starts)}.values())
     assert firsts[-1] - firsts[0] > 0.25  # not a thundering herd
     assert firsts[-1] < 0.5 + 0.1
+
+
+async def test_runs_start_together_on_the_tick_grid(fake_kind):
+    # Spread at random, 24 starts would almost never all sit in the first half of a 0.1 s
+    # tick (2**-24), nor fit on 7 instants.
+    kind = fake_kind(Probe())
+    sink = Sink(24)
+    scheduler = Scheduler(targets(12, interval=0.3), CTX, sink, concurrency=32,
+                          jitter=0.1, tick=0.1, rng=random.Random(3))
+    await collect(scheduler, sink)
+    starts = [t for t, _ in kind.starts[:24]]
+    assert all(t % 0.1 < 0.05 for t in starts), [round(t % 0.1, 3) for t in starts]
+    instants = {round(t / 0.1) for t in starts}
+    assert len(instants) <= 8 < len(starts)
+
+
+def test_the_automatic_tick_holds_about_two_runs():
+    assert auto_tick(targets(1200, interval=30)) == pytest.approx(0.05)  # 40 runs/s
+    assert auto_tick(targets(1, interval=300)) == 1.0  # at most a second
+    assert auto_tick(targets(10_000, interval=1)) == 0.02  # at least 20 ms
+    assert auto_tick([]) == 1.0
 
 
 async def test_a_hanging_check_times_out_and_the_others_go_on(fake_kind):

@@ -66,7 +66,7 @@ def values(
 
 async def measure(args: argparse.Namespace, work: Path) -> str:
     delay, phase = args.delay, args.phase
-    load = probelab.Load(args.hosts, args.interval)
+    load = probelab.Load(args.hosts, args.interval, args.tick)
     settle = load.timeout + 1  # runs that began this near a switch may straddle it: left out
     total = args.warmup + 2 * phase + 4 * settle + 120
     async with (
@@ -117,7 +117,7 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
         [
             f"measurement accuracy: {load.describe()} for both tools; {phase:g} s without, "
             f"then {phase:g} s with {1000 * delay:g} ms held on every packet from the fake "
-            "Apple's namespace",
+            f"Apple's namespace (TLS by {fleet.tls_by})",
             harness.machine().split(";")[0],
             "",
             harness.table(nfqueue_delay.ERROR_HEADERS, rows),
@@ -137,6 +137,7 @@ def main() -> None:
     parser.add_argument("--phase", type=float, default=90.0, help="seconds per phase")
     parser.add_argument("--warmup", type=float, default=40.0)
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between runs")
+    parser.add_argument("--tick", default="auto", help="the probe's schedule.tick (0: none)")
     parser.add_argument("--ping-interval", type=float, default=0.05)
     parser.add_argument("--quick", action="store_true", help="--phase 45")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")

@@ -6,11 +6,11 @@ handshake and one idle wake-up of the process cost the client, and what that lea
     python tests/bench/probe_floor.py --quick    # 300 and 100
     flock /tmp/bench.lock .venv/bin/python tests/bench/probe_floor.py   # as benchmarks run here
 
-The fake Apple (probelab's fleet: TLSServer with a certificate for *.bench.apple.com from a
-TestPKI root, SilentServer) runs in a child process on 127.0.0.1, so none of the server's CPU
-is counted. Everything is measured in this process only: user and system CPU from
-getrusage(RUSAGE_SELF), and the voluntary context switches (each one a sleep, so a wake-up),
-over N operations done one after the other, after a few not counted.
+The fake Apple (probelab's fleet: HAProxy where installed, else TLSServer, with a certificate
+for *.bench.apple.com from a TestPKI root; SilentServer) runs in child processes on 127.0.0.1,
+so none of the server's CPU is counted. Everything is measured in this process only: user and
+system CPU from getrusage(RUSAGE_SELF), and the voluntary context switches (each one a sleep,
+so a wake-up), over N operations done one after the other, after a few not counted.
 
 Handshakes are full ones (a new connection each, no session given, so no resumption), verified
 by the probe's own context (courierwatch.probe.trust.TrustStore, trusting only the test root,

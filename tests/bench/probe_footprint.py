@@ -97,7 +97,7 @@ async def spy(pid: int, seconds: float, folder: Path, name: str) -> None:
 async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work: Path) -> str:
     started = time.time()
     total = args.warmup + args.duration + 60  # the fake Apple's own deadline
-    load = probelab.Load(args.hosts, args.interval)
+    load = probelab.Load(args.hosts, args.interval, args.tick)
     async with (
         probelab.fleet(load, work / "fleet", ns, total) as fleet,
         contextlib.AsyncExitStack() as stack,
@@ -167,7 +167,7 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
         ],
         [row.cells() for row in rows],
     )
-    where = "in a network namespace" if ns else "on loopback"
+    where = ("in a network namespace" if ns else "on loopback") + f", TLS by {fleet.tls_by}"
     lines = [
         f"probe footprint: {load.describe()}; window {args.duration:g} s after "
         f"{args.warmup:g} s warm-up; fake Apple {where}; probe on {args.loop}",
@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=180.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=40.0, help="seconds before measuring")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between runs")
+    parser.add_argument("--tick", default="auto", help="the probe's schedule.tick (0: none)")
     parser.add_argument("--quick", action="store_true", help="--duration 60")
     parser.add_argument("--no-blackbox", dest="blackbox", action="store_false")
     parser.add_argument("--profile", type=Path, help="py-spy the probe into this folder")

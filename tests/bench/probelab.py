@@ -4,7 +4,8 @@ scraper that asks it what Prometheus would.
 
     fake Apple  (a child process: `python probelab.py fleet ...`)
         h000..hNNN.bench.apple.com, A -> ADDRESS (TTL 60 s), plus a wildcard certificate:
-        FakeDNS (UDP+TCP), SilentServer (tcp checks), TLSServer (tls), HTTPServer (https)
+        FakeDNS (UDP+TCP), SilentServer (tcp checks); for tls and https HAProxy (Debian's,
+        2 threads) where installed, else the Python TLSServer and HTTPServer
     courierwatch probe (the process measured) -> collector (insecure, 127.0.0.1)
     blackbox_exporter (the process measured) <- Scraper (in the driver, as Prometheus would)
 
@@ -75,6 +76,7 @@ class Load:
 
     hosts: int = 300
     interval: float = 30.0
+    tick: str = "auto"  # the probe's schedule.tick (blackbox_exporter is asked as Prometheus asks)
 
     @property
     def timeout(self) -> float:
@@ -85,7 +87,10 @@ class Load:
         return self.hosts * len(KINDS)
 
     def describe(self) -> str:
-        return f"{self.hosts} hosts x {len(KINDS)} checks every {self.interval:g} s"
+        return (
+            f"{self.hosts} hosts x {len(KINDS)} checks every {self.interval:g} s"
+            f" (probe tick {self.tick})"
+        )
 
 
 # --- tools -----------------------------------------------------------------------------------
@@ -113,9 +118,9 @@ def require(tools: dict[str, str], *, install: bool) -> None:
     )
 
 
-def free_port() -> int:
+def free_port(address: str = LOOPBACK) -> int:
     with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
+        sock.bind((address, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -216,6 +221,7 @@ class Fleet:
     https_port: int
     ca: str  # PEM of the CA that signed the wildcard certificate
     pid: int
+    tls_by: str  # what answers the tls and https checks: "haproxy" or "python"
     resolver_port: int = 53  # what clients ask: 53, redirected, in a namespace
 
     @property
@@ -266,15 +272,14 @@ async def fleet(
 
 async def serve_fleet(hosts: int, address: str, directory: Path, max_seconds: float) -> None:
     """The child: start the servers, say where they are (one JSON line), wait for EOF."""
-    from fakeapple import FakeDNS, HTTPServer, SilentServer, TestPKI, TLSServer
+    from fakeapple import FakeDNS, SilentServer, TestPKI
 
     with TestPKI(directory) as pki:
         cert = pki.issue(f"*.{DOMAIN}")
         async with (
             FakeDNS(address) as dns,
             SilentServer(address) as tcp,
-            TLSServer(cert, host=address) as tls,
-            HTTPServer(cert, host=address) as https,
+            tls_servers(cert, address, directory) as (tls_by, tls_port, https_port),
         ):
             for name in host_names(hosts):
                 dns.add_a(name, address, ttl=TTL)
@@ -282,8 +287,9 @@ async def serve_fleet(hosts: int, address: str, directory: Path, max_seconds: fl
             facts = {
                 "dns_port": dns.port,
                 "tcp_port": tcp.port,
-                "tls_port": tls.port,
-                "https_port": https.port,
+                "tls_port": tls_port,
+                "https_port": https_port,
+                "tls_by": tls_by,
                 "ca": str(pki.ca_pem_path),
                 "pid": os.getpid(),
             }
@@ -295,7 +301,69 @@ async def serve_fleet(hosts: int, address: str, directory: Path, max_seconds: fl
                 await asyncio.wait_for(stdin.read(), max_seconds)
 
 
-# --- courierwatch ----------------------------------------------------------------------------
+# HAProxy answers the tls and https checks: TLS in C on two threads, as a real front end does.
+# One Python process answering everything would serve handshakes that arrive together one
+# after the other, and so add its own queue to what both tools measure.
+HAPROXY_CONFIG = """\
+global
+    nbthread 2
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 1s
+    timeout http-request 10s
+frontend apple
+    bind {address}:{tls_port} ssl crt {pem} alpn http/1.1
+    bind {address}:{https_port} ssl crt {pem} alpn http/1.1
+    http-request return status 200 content-type text/plain string ok
+"""
+
+
+@contextlib.asynccontextmanager
+async def tls_servers(
+    cert: Any, address: str, directory: Path
+) -> AsyncIterator[tuple[str, int, int]]:
+    """(which, tls port, https port): HAProxy where it is installed, else the Python fakes."""
+    if not shutil.which("haproxy"):
+        from fakeapple import HTTPServer, TLSServer
+
+        async with TLSServer(cert, host=address) as tls, HTTPServer(cert, host=address) as https:
+            yield "python", tls.port, https.port
+        return
+    pem = directory / "haproxy.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ports = free_port(address), free_port(address)
+    config = directory / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(
+        address=address, tls_port=ports[0], https_port=ports[1], pem=pem
+    ))  # fmt: skip
+    with (directory / "haproxy.log").open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            "haproxy", "-db", "-f", str(config), stdout=log, stderr=log
+        )
+    try:
+        for port in ports:
+            await wait_listening(address, port, process)
+        yield "haproxy", *ports
+    finally:
+        await stop_process(process)
+
+
+async def wait_listening(address: str, port: int, process: asyncio.subprocess.Process) -> None:
+    """Until a TCP connect to address:port succeeds (bounded: START_SECONDS)."""
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline and process.returncode is None:
+        try:
+            _, writer = await asyncio.open_connection(address, port)
+        except OSError:
+            await asyncio.sleep(0.05)  # nothing to await: HAProxy says nothing when it listens
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise RuntimeError(f"haproxy did not listen on {address}:{port} (see haproxy.log)")
 
 
 def probe_config(fleet: Fleet, load: Load, collector: str, directory: Path) -> dict[str, Any]:
@@ -320,6 +388,7 @@ def probe_config(fleet: Fleet, load: Load, collector: str, directory: Path) -> d
         "trust": {"anchors": [fleet.ca], "system": False},
         "apple": {"ranges": ["198.18.0.0/15", "127.0.0.0/8"]},
         "families": ["ipv4"],
+        "schedule": {"tick": yaml.safe_load(load.tick)},  # "0" as 0, "250ms" as written
         "catalog": {"groups": []},
         "spool": {"path": str(directory / "spool.sqlite")},
         "targets": targets,
