@@ -117,7 +117,7 @@ async def measure(args: argparse.Namespace, work: Path) -> str:
         [
             f"measurement accuracy: {load.describe()} for both tools; {phase:g} s without, "
             f"then {phase:g} s with {1000 * delay:g} ms held on every packet from the fake "
-            f"Apple's namespace (TLS by {fleet.tls_by})",
+            f"Apple's namespace (TLS by {fleet.tls_by}, DNS by {fleet.dns_by})",
             harness.machine().split(";")[0],
             "",
             harness.table(nfqueue_delay.ERROR_HEADERS, rows),
@@ -158,6 +158,7 @@ def main() -> None:
             probelab.BLACKBOX: "prometheus-blackbox-exporter",
             "iptables": "iptables",
             "ping": "iputils-ping",
+            **probelab.FAKE_SERVERS,
         },
         install=args.install,
     )

@@ -167,7 +167,8 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
         ],
         [row.cells() for row in rows],
     )
-    where = ("in a network namespace" if ns else "on loopback") + f", TLS by {fleet.tls_by}"
+    where = "in a network namespace" if ns else "on loopback"
+    where += f", TLS by {fleet.tls_by}, DNS by {fleet.dns_by}"
     lines = [
         f"probe footprint: {load.describe()}; window {args.duration:g} s after "
         f"{args.warmup:g} s warm-up; fake Apple {where}; probe on {args.loop}",
@@ -215,7 +216,7 @@ def main() -> None:
         print("not root: blackbox_exporter left out (see probelab.py)", file=sys.stderr)
         args.blackbox = False
     if root:
-        tools = {"iptables": "iptables"}
+        tools = {"iptables": "iptables", **probelab.FAKE_SERVERS}
         if args.blackbox:
             tools[probelab.BLACKBOX] = "prometheus-blackbox-exporter"
         probelab.require(tools, install=args.install)

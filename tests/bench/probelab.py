@@ -4,8 +4,8 @@ scraper that asks it what Prometheus would.
 
     fake Apple  (a child process: `python probelab.py fleet ...`)
         h000..hNNN.bench.apple.com, A -> ADDRESS (TTL 60 s), plus a wildcard certificate:
-        FakeDNS (UDP+TCP), SilentServer (tcp checks); for tls and https HAProxy (Debian's,
-        2 threads) where installed, else the Python TLSServer and HTTPServer
+        DNS by dnsmasq where installed (else FakeDNS), SilentServer (tcp checks), tls and
+        https by HAProxy (Debian's, 2 threads) where installed (else TLSServer, HTTPServer)
     courierwatch probe (the process measured) -> collector (insecure, 127.0.0.1)
     blackbox_exporter (the process measured) <- Scraper (in the driver, as Prometheus would)
 
@@ -62,6 +62,8 @@ LOOPBACK = "127.0.0.1"
 ROOT_SIDE, APPLE_SIDE = "198.18.0.1", "198.18.0.2"  # RFC 2544 benchmarking range
 NETNS_PREFIX = "cwprobe"
 BLACKBOX = "/usr/bin/prometheus-blackbox-exporter"
+# The fake Apple's C servers (command -> Debian package); without them it falls back to Python.
+FAKE_SERVERS = {"haproxy": "haproxy", "dnsmasq": "dnsmasq-base"}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -222,6 +224,7 @@ class Fleet:
     ca: str  # PEM of the CA that signed the wildcard certificate
     pid: int
     tls_by: str  # what answers the tls and https checks: "haproxy" or "python"
+    dns_by: str  # what answers DNS: "dnsmasq" or "python"
     resolver_port: int = 53  # what clients ask: 53, redirected, in a namespace
 
     @property
@@ -272,20 +275,19 @@ async def fleet(
 
 async def serve_fleet(hosts: int, address: str, directory: Path, max_seconds: float) -> None:
     """The child: start the servers, say where they are (one JSON line), wait for EOF."""
-    from fakeapple import FakeDNS, SilentServer, TestPKI
+    from fakeapple import SilentServer, TestPKI
 
     with TestPKI(directory) as pki:
         cert = pki.issue(f"*.{DOMAIN}")
         async with (
-            FakeDNS(address) as dns,
+            dns_server(hosts, address) as (dns_by, dns_port),
             SilentServer(address) as tcp,
             tls_servers(cert, address, directory) as (tls_by, tls_port, https_port),
         ):
-            for name in host_names(hosts):
-                dns.add_a(name, address, ttl=TTL)
             gc.freeze()  # long full collections would stall answers to both tools alike
             facts = {
-                "dns_port": dns.port,
+                "dns_port": dns_port,
+                "dns_by": dns_by,
                 "tcp_port": tcp.port,
                 "tls_port": tls_port,
                 "https_port": https_port,
@@ -299,6 +301,34 @@ async def serve_fleet(hosts: int, address: str, directory: Path, max_seconds: fl
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stdin.read(), max_seconds)
+
+
+@contextlib.asynccontextmanager
+async def dns_server(hosts: int, address: str) -> AsyncIterator[tuple[str, int]]:
+    """(which, port) of the fleet's DNS: dnsmasq where installed (C: the queries of a batch
+    are not answered one after another by a Python process), else FakeDNS. Either answers A
+    for every host with TTL seconds."""
+    if not shutil.which("dnsmasq"):
+        from fakeapple import FakeDNS
+
+        async with FakeDNS(address) as dns:
+            for name in host_names(hosts):
+                dns.add_a(name, address, ttl=TTL)
+            yield "python", dns.port
+        return
+    port = free_port(address)
+    process = await asyncio.create_subprocess_exec(
+        "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+        "--no-poll", "--bind-interfaces", f"--listen-address={address}", f"--port={port}",
+        f"--address=/{DOMAIN}/{address}", f"--local=/{DOMAIN}/", f"--local-ttl={TTL}",
+        "--pid-file=", "--user=root",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await wait_listening(address, port, process)
+        yield "dnsmasq", port
+    finally:
+        await stop_process(process)
 
 
 # HAProxy answers the tls and https checks: TLS in C on two threads, as a real front end does.
@@ -363,7 +393,7 @@ async def wait_listening(address: str, port: int, process: asyncio.subprocess.Pr
         writer.close()
         await writer.wait_closed()
         return
-    raise RuntimeError(f"haproxy did not listen on {address}:{port} (see haproxy.log)")
+    raise RuntimeError(f"nothing listens on {address}:{port} (haproxy.log, or dnsmasq's exit)")
 
 
 def probe_config(fleet: Fleet, load: Load, collector: str, directory: Path) -> dict[str, Any]:

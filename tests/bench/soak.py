@@ -274,8 +274,9 @@ async def stop(process: asyncio.subprocess.Process, *, kill: bool = False) -> No
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill() if kill else process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        try:  # not wait_for: on 3.11 it can swallow a cancel that comes as the wait ends
+            async with asyncio.timeout(STOP_SECONDS):
+                await process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
@@ -284,7 +285,8 @@ async def stop(process: asyncio.subprocess.Process, *, kill: bool = False) -> No
 
 async def ready_line(process: asyncio.subprocess.Process, what: str, log: Path) -> str:
     assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), START_SECONDS)
+    async with asyncio.timeout(START_SECONDS):
+        line = await process.stdout.readline()
     if not line:
         tail = (await asyncio.to_thread(log.read_text, errors="replace"))[-2000:]
         raise RuntimeError(f"the {what} exited before it was ready:\n{tail}")
@@ -438,7 +440,8 @@ class Fleet:
 async def stop_gently(process: asyncio.subprocess.Process) -> None:
     """A load generator told "stop" closes its streams and exits; SIGKILL if it does not."""
     try:
-        await asyncio.wait_for(process.wait(), STOP_SECONDS)
+        async with asyncio.timeout(STOP_SECONDS):
+            await process.wait()
     except TimeoutError:
         await stop(process, kill=True)
 
