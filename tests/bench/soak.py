@@ -91,6 +91,7 @@ from fakeapple import (
 )
 from fakeapple.hostile import ChainDNS
 from lab.apple import Names, catalog_names
+from lab.children import stop_process
 
 SELF = Path(__file__).resolve()
 INSIDE = "COURIERWATCH_SOAK_NAMESPACE"  # set once re-run inside the namespaces
@@ -271,16 +272,7 @@ async def spawn(argv: Sequence[str], log: Path, **options: Any) -> asyncio.subpr
 
 
 async def stop(process: asyncio.subprocess.Process, *, kill: bool = False) -> None:
-    if process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill() if kill else process.terminate()
-        try:  # not wait_for: on 3.11 it can swallow a cancel that comes as the wait ends
-            async with asyncio.timeout(STOP_SECONDS):
-                await process.wait()
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+    await stop_process(process, STOP_SECONDS, kill=kill)
 
 
 async def ready_line(process: asyncio.subprocess.Process, what: str, log: Path) -> str:

@@ -36,12 +36,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-async def stop_process(process: asyncio.subprocess.Process, seconds: float = STOP_SECONDS) -> None:
+async def stop_process(
+    process: asyncio.subprocess.Process, seconds: float = STOP_SECONDS, *, kill: bool = False
+) -> None:
+    """SIGTERM (SIGKILL with `kill`), then SIGKILL if it has not exited within `seconds`."""
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), seconds)
+            process.kill() if kill else process.terminate()
+        try:  # not wait_for: on 3.11 it can swallow a cancel that comes as the wait ends
+            async with asyncio.timeout(seconds):
+                await process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
