@@ -199,8 +199,11 @@ class Spool:
     async def run_flusher(self) -> None:
         """Flush every flush_interval, or sooner when a batch is full; until cancelled."""
         while True:
+            # Not wait_for: on 3.11 it swallows a cancel that comes as the batch fills, and
+            # the flusher would outlive the shutdown that cancelled it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self.flush_interval)
+                async with asyncio.timeout(self.flush_interval):
+                    await self._full.wait()
             self._full.clear()
             await self.flush()
 

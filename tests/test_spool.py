@@ -129,6 +129,23 @@ async def test_a_full_batch_flushes_before_the_interval(tmp_path):
     await spool.close()
 
 
+async def test_the_flusher_stops_when_cancelled_as_a_batch_fills(tmp_path):
+    """A shutdown that cancels the flusher in the turn in which a batch fills must stop it:
+    asyncio.wait_for on 3.11 returns the finished wait instead, and the flusher ran on."""
+    spool = Spool(tmp_path / "s.sqlite", flush_interval=60, flush_size=1)
+    await spool.open()
+    flusher = asyncio.create_task(spool.run_flusher())
+    await asyncio.sleep(0)  # the flusher is waiting for a full batch
+    spool.put(results(1)[0])  # the batch is full, in the same turn as
+    flusher.cancel()  # the shutdown
+    done, _ = await asyncio.wait({flusher}, timeout=5)
+    try:
+        assert flusher in done and flusher.cancelled()
+    finally:
+        flusher.cancel()
+        await spool.close()
+
+
 CHILD = textwrap.dedent("""
     import asyncio, os, signal, sys
     from courierwatch.probe.spool import Spool

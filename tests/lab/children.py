@@ -113,5 +113,6 @@ class Child:
     async def stop(self) -> None:
         await stop_process(self.process)
         if self._copier is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._copier, STOP_SECONDS)
+            with contextlib.suppress(TimeoutError):  # not wait_for, as in stop_process
+                async with asyncio.timeout(STOP_SECONDS):
+                    await self._copier
