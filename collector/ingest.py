@@ -33,6 +33,7 @@ from courierwatch.collector.config import Limits
 from courierwatch.collector.remote.send import Closed, Delivery, RemoteWriter
 from courierwatch.collector.state import Applied, CheckKey, Probe, ProbeKey, State, check_key
 from courierwatch.collector.store import Store
+from courierwatch.collector.turns import Turns
 from courierwatch.common import bounds
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -96,6 +97,7 @@ class Ingest:
         self._require_identity = require_identity  # False only in the insecure mode
         self._streams: dict[ProbeKey, _Stream] = {}
         self._calls = 0  # Report calls in progress, welcomed or not
+        self._turns = Turns()  # one batch per turn of the event loop (collector/turns.py)
 
     def handler(self) -> grpc.GenericRpcHandler:
         report = grpc.stream_stream_rpc_method_handler(
@@ -152,7 +154,8 @@ class Ingest:
                     yield message
                 return
             while (raw := await self._next(requests, stream)) is not None:
-                change = self._apply(probe, raw)
+                async with self._turns.turn():
+                    change = self._apply(probe, raw)
                 # Not kept while the batch is committed (a thousand streams may wait on
                 # one commit) nor while the stream waits for its next message.
                 del raw
@@ -251,18 +254,20 @@ class Ingest:
         async def read() -> None:
             try:
                 while (raw := await self._next(requests, stream)) is not None:
-                    batch = self._apply_message(probe, raw)
-                    del raw  # as in scrape mode: not kept while waiting
-                    if batch is None or not batch.results:
-                        continue
-                    # Every result, duplicates too: the state having seen a result does not
-                    # say that the store has it. Through the batch's own last number, not the
-                    # state's: what lies beyond may still be on its way to the store.
-                    through = batch.results[-1].seq
-                    delivery = await writer.write(probe.site, probe.probe_id, batch.results,
-                                                  batch.keys)  # fmt: skip
-                    change = batch.change
-                    del batch
+                    async with self._turns.turn():
+                        batch = self._apply_message(probe, raw)
+                        del raw  # as in scrape mode: not kept while waiting
+                        if batch is None or not batch.results:
+                            continue
+                        # Every result, duplicates too: the state having seen a result does
+                        # not say that the store has it. Through the batch's own last number,
+                        # not the state's: what lies beyond may still be on its way to the store.
+                        through = batch.results[-1].seq
+                        encoded = writer.encode(probe.site, probe.probe_id, batch.results,
+                                                batch.keys)  # fmt: skip
+                        change = batch.change
+                        del batch
+                    delivery = await writer.write_encoded(*encoded)
                     await self._commit(probe, change)
                     await written.put((through, delivery))
             finally:

@@ -4,7 +4,7 @@ request waits for one to be made of thousands of probes.
 Making one costs some 15 us per probe whose fresh results did not change and 1.2 ms per probe
 whose did (its site state is assessed again; measured in-process, 250 checks per probe): six
 seconds at 5,000 probes, too long for a request and for the event loop in one go. So it is
-made in the background, some 100 probes per turn of the loop, while someone reads it: again
+made in the background, some 25 probes per turn of the loop, while someone reads it: again
 every `fresh` seconds, or more seldom when making it takes long (at most `share` of the
 loop's time). A request gets the latest one at once when it is no older than `fresh`, or no
 older than `max_age` while the background keeps making them; else (the first request, or the

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 COURIER_PORTS = (5223, 443)  # the primary port, then Apple's fallback
 MAX_FINDINGS = 8  # per probe; the page says how many more there are
-CHUNK_PROBES = 100  # probes viewed between two turns of the event loop (some 50 ms)
+CHUNK_PROBES = 25  # probes viewed between two turns of the event loop (up to 30 ms)
 # Site states as the page orders them, worst first. An offline probe says nothing about Apple,
 # so it sorts below every state a working probe reports, but above ok.
 ORDER = (

@@ -220,9 +220,17 @@ class RemoteWriter:
     ) -> Delivery:
         """Queues the samples of `results` (check_key() of each in `keys`, when the caller
         has them); returns their delivery once queued, waiting while the queue is full."""
-        if self._closed:
-            raise Closed("the remote writer is closed")
-        return await self.write_encoded(*self._encoder.encode(site, probe_id, results, keys))
+        return await self.write_encoded(*self.encode(site, probe_id, results, keys))
+
+    def encode(
+        self,
+        site: str,
+        probe_id: str,
+        results: Sequence[pb.Result],
+        keys: Sequence[CheckKey] | None = None,
+    ) -> tuple[bytes, int]:
+        """The samples of `results`, encoded for write_encoded(), and how many they are."""
+        return self._encoder.encode(site, probe_id, results, keys)
 
     def forget(self, probes: Iterable[ProbeKey]) -> None:
         """The state forgot these probes (site, probe id): so does the encoder."""
