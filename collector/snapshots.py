@@ -8,8 +8,10 @@ made in the background, some 25 probes per turn of the loop, while someone reads
 every `fresh` seconds, or more seldom when making it takes long (at most `share` of the
 loop's time). A request gets the latest one at once when it is no older than `fresh`, or no
 older than `max_age` while the background keeps making them; else (the first request, or the
-first after `watched` seconds with no reader) it waits for one.
-Each snapshot's generated_at says when it was taken.
+first after `watched` seconds with no reader) it waits for one, but no longer than `patience`:
+then it gets the latest made however old (its generated_at says when it was taken), or, when
+none was ever made, nothing (the page says the first one is being made). At 5,000 probes the
+first one takes about 2 s (tests/bench/modes.py --fleet 5000), and no request may wait 1 s.
 """
 
 from __future__ import annotations
@@ -45,10 +47,12 @@ class Snapshots:
         max_age: float = 60.0,
         watched: float = 60.0,
         share: float = 0.2,
+        patience: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._state = state
         self.fresh, self.max_age, self.watched, self.share = fresh, max_age, watched, share
+        self.patience = patience
         self._clock = clock
         self._views: status.Views = {}
         self._latest: Made | None = None
@@ -61,8 +65,9 @@ class Snapshots:
     def _watched(self, now: float) -> bool:
         return now - self._asked <= self.watched
 
-    async def latest(self) -> Made:
-        """The latest snapshot, or a new one when that is too old (see the module)."""
+    async def latest(self) -> Made | None:
+        """The latest snapshot, or a new one when that is too old; None when none is made
+        within `patience` and none was before (see the module)."""
         now = self._clock()
         background = self._running and self._watched(now)
         self._asked = now
@@ -72,7 +77,11 @@ class Snapshots:
             age = now - latest.at
             if age <= self.fresh or (background and age <= self.max_age):
                 return latest
-        return await self._make()
+        try:
+            async with asyncio.timeout(self.patience):
+                return await self._make()  # shielded: the making goes on after a timeout
+        except TimeoutError:
+            return latest
 
     async def _make(self) -> Made:
         """A new snapshot; one at a time (a request meanwhile waits for the same one)."""

@@ -176,7 +176,8 @@ def _script_json(data: dict[str, Any]) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_page(snapshot: dict[str, Any], nonce: str) -> str:
+def render_page(snapshot: dict[str, Any] | None, nonce: str) -> str:
+    """The page, with `snapshot` inline (None: the first is still being made)."""
     # The nonce first: probe data can then contain the placeholder text harmlessly.
     page = _template().replace("{{NONCE}}", nonce)
     return page.replace("{{INITIAL}}", _script_json(snapshot))
@@ -196,12 +197,16 @@ def routes(snapshots: Snapshots) -> list[web.RouteDef]:
             "Referrer-Policy": "no-referrer",
         }
         made = await snapshots.latest()
+        snapshot = None if made is None else made.snapshot
         return web.Response(
-            text=render_page(made.snapshot, nonce), content_type="text/html", headers=headers
+            text=render_page(snapshot, nonce), content_type="text/html", headers=headers
         )
 
     async def api(_: web.Request) -> web.Response:
         made = await snapshots.latest()
+        if made is None:
+            return web.json_response({"making": "the first status snapshot"}, status=503,
+                                     headers={"Cache-Control": "no-store", "Retry-After": "1"})
         return web.Response(body=made.body, content_type="application/json",
                             headers={"Cache-Control": "no-store"})  # fmt: skip
 

@@ -5,8 +5,11 @@ lets the event loop run in between."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
+import aiohttp
+from aiohttp import web
 from test_status_page import Fleet
 
 from courierwatch.collector import status
@@ -81,3 +84,56 @@ async def test_making_one_of_many_probes_lets_the_loop_run():
     beside.cancel()
     assert len(probes(made)) == 256
     assert turns - started >= 2  # it ran between the chunks
+
+
+def many(count: int) -> Fleet:
+    fleet = Fleet()
+    for n in range(count):
+        fleet.report(fleet.probe(f"site-{n:03}", f"pi-{n:03}"), couriers=(pb.OUTCOME_OK,) * 2)
+    return fleet
+
+
+async def test_no_request_waits_longer_than_the_patience_for_a_snapshot():
+    fleet, clock = many(60), Clock()  # 66 probes: three turns of the loop to make
+    snapshots = Snapshots(fleet.state, patience=0.0, clock=clock)
+    assert await snapshots.latest() is None  # none yet: the first is still being made
+    snapshots.patience = 10.0
+    first = await snapshots.latest()  # the same making, finished
+    assert first is not None and len(probes(first)) == 66
+    clock.now += 120  # too old to serve at once
+    snapshots.patience = 0.0
+    assert await snapshots.latest() is first  # the one there is, while a new one is made
+    snapshots.patience = 10.0
+    newer = await snapshots.latest()
+    assert newer is not None and newer.at > first.at
+
+
+@contextlib.asynccontextmanager
+async def serving(snapshots: Snapshots):
+    app = web.Application()
+    app.add_routes(status.routes(snapshots))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield session, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_api_says_503_while_the_first_snapshot_is_made():
+    async with serving(Snapshots(many(60).state, patience=0.0)) as (session, url):
+        response = await session.get(url + "/api/status")
+        body = await response.json()
+    assert response.status == 503 and response.headers["Retry-After"] == "1"
+    assert body["making"]
+
+
+async def test_the_page_comes_without_data_while_the_first_snapshot_is_made():
+    async with serving(Snapshots(many(60).state, patience=0.0)) as (session, url):
+        response = await session.get(url + "/")
+        page = await response.text()
+    assert response.status == 200
+    assert '<script id="initial" type="application/json">null</script>' in page
+    assert "if (initial) render(initial); else making();" in page
