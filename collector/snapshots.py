@@ -47,7 +47,7 @@ class Snapshots:
         max_age: float = 60.0,
         watched: float = 60.0,
         share: float = 0.2,
-        patience: float = 0.5,
+        patience: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._state = state
