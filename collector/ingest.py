@@ -263,8 +263,8 @@ class Ingest:
                         # not say that the store has it. Through the batch's own last number,
                         # not the state's: what lies beyond may still be on its way to the store.
                         through = batch.results[-1].seq
-                        encoded = writer.encode(probe.site, probe.probe_id, batch.results,
-                                                batch.keys)  # fmt: skip
+                        encoded = writer.encoder.encode(probe.site, probe.probe_id,
+                                                        batch.results, batch.keys)  # fmt: skip
                         change = batch.change
                         del batch
                     delivery = await writer.write_encoded(*encoded)

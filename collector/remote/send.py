@@ -154,7 +154,7 @@ class RemoteWriter:
         self._concurrency = concurrency
         self._timeout = timeout
         self._backoff = backoff
-        self._encoder = encoder or Encoder()
+        self.encoder = encoder or Encoder()  # write() encodes with it; so may a caller
         self._sleep, self._draw, self._clock = sleep, draw, clock
         self.telemetry = Telemetry(max_queued_samples)
         self._queue: deque[_Chunk] = deque()
@@ -220,21 +220,11 @@ class RemoteWriter:
     ) -> Delivery:
         """Queues the samples of `results` (check_key() of each in `keys`, when the caller
         has them); returns their delivery once queued, waiting while the queue is full."""
-        return await self.write_encoded(*self.encode(site, probe_id, results, keys))
-
-    def encode(
-        self,
-        site: str,
-        probe_id: str,
-        results: Sequence[pb.Result],
-        keys: Sequence[CheckKey] | None = None,
-    ) -> tuple[bytes, int]:
-        """The samples of `results`, encoded for write_encoded(), and how many they are."""
-        return self._encoder.encode(site, probe_id, results, keys)
+        return await self.write_encoded(*self.encoder.encode(site, probe_id, results, keys))
 
     def forget(self, probes: Iterable[ProbeKey]) -> None:
         """The state forgot these probes (site, probe id): so does the encoder."""
-        self._encoder.forget(probes)
+        self.encoder.forget(probes)
 
     async def write_encoded(self, data: bytes, samples: int) -> Delivery:
         """write() of samples already encoded (WriteRequest field 1 entries, as Encoder
