@@ -353,6 +353,13 @@ FAMILIES: tuple[Family, ...] = (
              "Results cut to the string limits, and HTTP connections turned away, by reason.",
              ("reason",), COLLECTOR,
              lambda state: [((reason,), count) for reason, count in sorted(state.limited.items())]),
+    _gauge("courierwatch_collector_batches_waiting",
+           "Probe batches waiting for their turn on the collector's event loop (one is "
+           "applied per turn): the collector's saturation.", (), COLLECTOR,
+           lambda state: _one(state.turns.waiting)),
+    _counter("courierwatch_collector_batch_wait_seconds",
+             "Seconds that probe batches waited for their turn on the event loop, in all.",
+             (), COLLECTOR, lambda state: _one(state.turns.waited)),
     _gauge("courierwatch_config_last_reload_successful",
            "1 if the latest configuration (re)load worked, 0 if it failed.", (), COLLECTOR,
            lambda state: _one(1.0 if state.config_reload_ok else 0.0)),

@@ -33,7 +33,6 @@ from courierwatch.collector.config import Limits
 from courierwatch.collector.remote.send import Closed, Delivery, RemoteWriter
 from courierwatch.collector.state import Applied, CheckKey, Probe, ProbeKey, State, check_key
 from courierwatch.collector.store import Store
-from courierwatch.collector.turns import Turns
 from courierwatch.common import bounds
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -97,7 +96,7 @@ class Ingest:
         self._require_identity = require_identity  # False only in the insecure mode
         self._streams: dict[ProbeKey, _Stream] = {}
         self._calls = 0  # Report calls in progress, welcomed or not
-        self._turns = Turns()  # one batch per turn of the event loop (collector/turns.py)
+        self._turns = state.turns  # one batch per turn of the event loop (collector/turns.py)
 
     def handler(self) -> grpc.GenericRpcHandler:
         report = grpc.stream_stream_rpc_method_handler(

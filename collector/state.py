@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from courierwatch.collector.quality import CONNECTING, DEFAULT_LOSS, LossThresholds, PathQuality
+from courierwatch.collector.turns import Turns
 from courierwatch.common import sitestate
 from courierwatch.v1 import courierwatch_pb2 as pb
 
@@ -189,6 +190,8 @@ class State:
         # The configuration: whether the latest (re)load worked, and when one last did.
         self.config_reload_ok = True
         self.config_reload_at = clock()
+        # The turns batches take on the event loop (ingest takes them, /metrics counts them).
+        self.turns = Turns()
 
     def restore(self, probe: Probe) -> None:
         """Take back a probe from the durable store after a restart (not connected)."""

@@ -29,3 +29,26 @@ async def test_one_batch_per_turn_of_the_loop_in_the_order_they_came():
     # Between two of its turns, the bystander saw at most one batch run.
     assert max(b - a for a, b in itertools.pairwise(ticks)) <= 1
     assert ticks[-1] == 20
+
+
+async def test_the_batches_waiting_and_their_wait_are_counted():
+    """/metrics shows both (courierwatch_collector_batches_waiting, _batch_wait_seconds_total):
+    a queue that stays long is the collector's core at its limit."""
+    turns = Turns()
+    seen: list[int] = []  # turns.waiting as each batch ran
+
+    async def batch() -> None:
+        async with turns.turn():
+            seen.append(turns.waiting)
+
+    async with turns.turn():  # a batch in its turn, four more come meanwhile
+        batches = [asyncio.create_task(batch()) for _ in range(4)]
+        for _ in range(10):  # bounded: they queue in their first step
+            if turns.waiting == 4:
+                break
+            await asyncio.sleep(0)
+        assert turns.waiting == 4
+    await asyncio.gather(*batches)
+    assert seen == [3, 2, 1, 0]
+    assert turns.waiting == 0
+    assert turns.waited > 0

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import math
 import os
+import re
 import sys
 import tempfile
 import time
@@ -224,6 +225,15 @@ async def timed(get: Callable[[], Awaitable[None]]) -> float:
     return time.monotonic() - started
 
 
+def turn_figures(metrics: bytes) -> tuple[float, float]:
+    """The collector's batches waiting for their turn, and the seconds they waited in all."""
+    names = (b"courierwatch_collector_batches_waiting",
+             b"courierwatch_collector_batch_wait_seconds_total")
+    waiting, waited = (float(re.search(rb"^" + name + rb" (\S+)$", metrics, re.M)[1])
+                       for name in names)  # fmt: skip
+    return waiting, waited
+
+
 async def fleet(args: argparse.Namespace) -> list[list[str]]:
     probes = args.fleet
     interval = probes * CHECKS / args.rate  # seconds between a probe's batches
@@ -241,6 +251,7 @@ async def fleet(args: argparse.Namespace) -> list[list[str]]:
             first: dict[str, float] = {}
             # /api/status answers 503 while its first snapshot is made (collector/snapshots.py)
             not_yet = dict.fromkeys(times, 0)
+            turns: list[tuple[float, float, float]] = []  # per /metrics: time, turns()
             try:
                 generators.go()
                 await fill(generators, probes * CHECKS, seconds=600)
@@ -253,7 +264,9 @@ async def fleet(args: argparse.Namespace) -> list[list[str]]:
                                 making = path == "/api/status" and response.status == 503
                                 assert response.status == 200 or making, (path, response.status)
                                 not_yet[path] += making
-                                await response.read()
+                                body = await response.read()
+                            if path == "/metrics":
+                                turns.append((time.monotonic(), *turn_figures(body)))
                         return get
 
                     # The first of each: the status snapshot is made for it (no one read
@@ -270,6 +283,12 @@ async def fleet(args: argparse.Namespace) -> list[list[str]]:
                 await generators.stop()
             rss, hwm = collector.memory()
     rate = (acked1 - acked0) / (t1 - t0)
+    waiting = [n for _, n, _ in turns[1:]]  # the requests after the first
+    (start, _, waited0), (end, _, waited1) = turns[1], turns[-1]
+    print(f"# batches waiting for their turn, at each /metrics: p50 "
+          f"{harness.median(waiting):,.0f}, max {max(waiting):,.0f}; on average over the "
+          f"window (wait seconds per second): "
+          f"{(waited1 - waited0) / (end - start):,.1f}")  # fmt: skip
     return [[path, f"{probes:,} x {CHECKS}", f"{rate:,.0f}", f"{first[path]:.3f}",
              f"{len(seconds)}", f"{not_yet[path]}", f"{harness.median(seconds):.3f}",
              f"{max(seconds):.3f}",
