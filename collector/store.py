@@ -65,10 +65,6 @@ _TABLES = {
 }
 
 
-class NotAStore(sqlitefile.Damaged):
-    """The file at the store's path is not a store this code can use."""
-
-
 class Store:
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
@@ -109,9 +105,7 @@ class Store:
             return self._load(self._connect())
 
     def _connect(self) -> sqlite3.Connection:
-        return sqlitefile.open_checked(
-            self._path, _check_schema, lambda db: db.executescript(_SCHEMA)
-        )
+        return sqlitefile.open_checked(self._path, _TABLES, lambda db: db.executescript(_SCHEMA))
 
     def _load(self, db: sqlite3.Connection) -> list[Probe]:
         self._db = db
@@ -274,15 +268,3 @@ class Store:
         if self._db is None:
             raise RuntimeError("the store is not open")
         return self._db
-
-
-def _check_schema(db: sqlite3.Connection) -> None:
-    """Raise NotAStore unless every table in the file is one of ours, with our columns."""
-    names = [name for (name,) in db.execute(
-        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' "
-        "ESCAPE '^'"  # SQLite's own, e.g. sqlite_stat1 after an ANALYZE
-    )]  # fmt: skip
-    for name in names:
-        columns = tuple(row[1] for row in db.execute(f'PRAGMA table_info("{name}")'))
-        if _TABLES.get(name) != columns:
-            raise NotAStore(f"table {name!r} is not one of a courierwatch state store")

@@ -9,7 +9,7 @@ Only the file's own fault moves it: a lock, no permission or no room is raised a
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -22,15 +22,18 @@ class Damaged(Exception):
     """The file is not one this code can use: damaged, not SQLite, or of another schema."""
 
 
+Tables = Mapping[str, tuple[str, ...]]  # every table of a schema: its columns, in order
+
+
 def open_checked(
-    path: Path, check_schema: Callable[[sqlite3.Connection], None],
-    setup: Callable[[sqlite3.Connection], None],
-) -> sqlite3.Connection:  # fmt: skip
-    """Open `path` in WAL mode, after `check_schema` (which raises Damaged) and an integrity
-    check; then `setup` (schema, pragmas, loading). Raises Damaged for the file's own faults."""
+    path: Path, tables: Tables, setup: Callable[[sqlite3.Connection], None]
+) -> sqlite3.Connection:
+    """Open `path` in WAL mode, after checking that every table in it is one of `tables` with
+    its columns, and an integrity check; then `setup` (schema, pragmas, loading). Raises
+    Damaged for the file's own faults."""
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
-        check_schema(db)
+        _check_tables(db, tables)
         verdict = db.execute("PRAGMA quick_check(1)").fetchone()[0]
         if verdict != "ok":
             raise Damaged(" ".join(verdict.split()))  # it may span lines
@@ -46,6 +49,19 @@ def open_checked(
         db.close()
         raise
     return db
+
+
+def _check_tables(db: sqlite3.Connection, tables: Tables) -> None:
+    """An empty file passes (the schema is made by setup); a foreign table or column fails."""
+    names = [name for (name,) in db.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' "
+        "ESCAPE '^'"  # SQLite's own, e.g. sqlite_stat1 after an ANALYZE
+    )]  # fmt: skip
+    for name in names:
+        info = db.execute("SELECT name FROM pragma_table_info(?)", (name,))
+        columns = tuple(column for (column,) in info)
+        if tables.get(name) != columns:
+            raise Damaged(f"it has a table {name}({', '.join(columns)}) that is not of this schema")
 
 
 def move_aside(path: Path) -> Path:

@@ -90,10 +90,6 @@ class SpoolStats:
     dropped_disk_full: int  # the oldest, given up because the disk was full
 
 
-class NotASpool(sqlitefile.Damaged):
-    """The file at the spool's path is not a spool this code can use."""
-
-
 class Spool:
     def __init__(
         self,
@@ -160,7 +156,7 @@ class Spool:
             db.executescript(_SCHEMA)
             self._load(db)  # the totals and the spool clock, from what the file holds
 
-        return sqlitefile.open_checked(self._path, _check_schema, setup)
+        return sqlitefile.open_checked(self._path, _TABLES, setup)
 
     def _load(self, db: sqlite3.Connection) -> None:
         meta = dict(db.execute("SELECT name, value FROM meta").fetchall())
@@ -485,21 +481,6 @@ class Spool:
         if self._db is None:
             raise RuntimeError("the spool is not open")
         return self._db
-
-
-def _check_schema(db: sqlite3.Connection) -> None:
-    tables = [
-        name
-        for (name,) in db.execute(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite^_%' "
-            "ESCAPE '^'"  # SQLite's own, e.g. sqlite_stat1 after an ANALYZE
-        )
-    ]
-    for table in tables:
-        info = db.execute("SELECT name FROM pragma_table_info(?)", (table,))
-        columns = tuple(column for (column,) in info)
-        if _TABLES.get(table) != columns:
-            raise NotASpool(f"it has a table {table}({', '.join(columns)}) a spool has not")
 
 
 def _span(db: sqlite3.Connection, through_seq: int) -> tuple[int, int]:
