@@ -277,6 +277,31 @@ async def test_alertmanager_inhibits_a_pop_s_sites_during_a_pop_incident(tmp_pat
 
 
 @pytest.mark.integration
+async def test_alertmanager_holds_back_probe_down_while_the_store_takes_no_writes(tmp_path):
+    stalled = {"job": "courierwatch", "instance": "c2:9474"}
+    for run in ("stalled", "saturated"):
+        (tmp_path / run).mkdir()
+    await assert_alertmanager_states(
+        tmp_path / "stalled",
+        [
+            alert("RemoteWriteStalled", "warning", **stalled),
+            alert("ProbeDown", "warning", site="a", probe="pi-a"),
+            alert("ProbeDown", "warning", site="b", probe="pi-b"),
+        ],
+        {"RemoteWriteStalled": "active", "ProbeDown/a": "suppressed", "ProbeDown/b": "suppressed"},
+    )
+    # A full core delays results but the probes' state still reaches the store: no hold.
+    await assert_alertmanager_states(
+        tmp_path / "saturated",
+        [
+            alert("CollectorSaturated", "warning", **stalled),
+            alert("ProbeDown", "warning", site="a", probe="pi-a"),
+        ],
+        {"CollectorSaturated": "active", "ProbeDown/a": "active"},
+    )
+
+
+@pytest.mark.integration
 async def test_alertmanager_inhibits_courier_and_group_alerts_while_filtering_or_interception_holds(
     tmp_path,
 ):
