@@ -6,10 +6,13 @@ CPU seconds per 1,000 checks and peak RSS of each.
     python tests/bench/probe_footprint.py --quick         # 300 hosts, 60 s
     python tests/bench/probe_footprint.py --profile /tmp/prof   # py-spy on the probe meanwhile
     python tests/bench/probe_footprint.py --quick --loop uvloop  # the probe on uvloop
+    python tests/bench/probe_footprint.py --quick --probe-python /tmp/ossl/python  # on OpenSSL 3.5
 
 Needs root for blackbox_exporter's side (a network namespace and a private resolv.conf: see
 probelab.py) and Debian's prometheus-blackbox-exporter and iptables (`--install` fetches
 them with apt-get). Without root, or with --no-blackbox, only the probe is measured.
+`--probe-python` runs the probe with another interpreter: newer_openssl.py makes one that is
+this one on Debian 13's OpenSSL (Raspberry Pi OS's, where this machine has Debian 12's 3.0).
 
 courierwatch: a real `python -m courierwatch probe` process whose collector is a real
 collector process (not counted); its checks are the runs the collector shows, counted from
@@ -26,6 +29,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,7 +106,8 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
         probelab.fleet(load, work / "fleet", ns, total) as fleet,
         contextlib.AsyncExitStack() as stack,
     ):
-        cw = await stack.enter_async_context(probelab.courierwatch(fleet, load, work, args.loop))
+        cw = await stack.enter_async_context(probelab.courierwatch(fleet, load, work, args.loop,
+                                                                  args.probe_python))
         bb = None
         if args.blackbox:
             bb = await stack.enter_async_context(probelab.blackbox(fleet, load, work))
@@ -171,7 +176,8 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
     where += f", TLS by {fleet.tls_by}, DNS by {fleet.dns_by}"
     lines = [
         f"probe footprint: {load.describe()}; window {args.duration:g} s after "
-        f"{args.warmup:g} s warm-up; fake Apple {where}; probe on {args.loop}",
+        f"{args.warmup:g} s warm-up; fake Apple {where}; probe on {args.loop}, "
+        f"{openssl(args.probe_python)}",
         harness.machine().split(";")[0],
         "",
         table,
@@ -191,6 +197,12 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
     return "\n".join(lines)
 
 
+def openssl(python: str) -> str:
+    """The OpenSSL that `python`'s ssl module runs on."""
+    command = [python, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"]
+    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hosts", type=int, default=300)
@@ -202,6 +214,8 @@ def main() -> None:
     parser.add_argument("--no-blackbox", dest="blackbox", action="store_false")
     parser.add_argument("--profile", type=Path, help="py-spy the probe into this folder")
     parser.add_argument("--install", action="store_true", help="apt-get what is missing")
+    parser.add_argument("--probe-python", default=sys.executable,
+                        help="the interpreter that runs the probe (newer_openssl.py makes one)")
     parser.add_argument(
         "--loop",
         choices=probelab.LOOPS,

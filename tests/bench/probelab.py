@@ -438,10 +438,11 @@ LOOPS = ("asyncio", "uvloop")
 
 @contextlib.asynccontextmanager
 async def courierwatch(
-    fleet: Fleet, load: Load, directory: Path, loop: str = "asyncio"
+    fleet: Fleet, load: Load, directory: Path, loop: str = "asyncio", python: str = sys.executable
 ) -> AsyncIterator[Courierwatch]:
     """A collector (insecure, loopback) and `python -m courierwatch probe` reporting to it, on
-    the event loop named (a key of LOOPS)."""
+    the event loop named (a key of LOOPS); `python` runs the probe (newer_openssl.py makes one
+    on another OpenSSL)."""
     (directory / "collector").mkdir(exist_ok=True)
     collector = await harness.Collector.start(directory / "collector")
     try:
@@ -449,7 +450,7 @@ async def courierwatch(
         config.write_text(yaml.safe_dump(probe_config(fleet, load, collector.grpc, directory)))
         with (directory / "probe.log").open("wb") as log:
             probe = await asyncio.create_subprocess_exec(
-                sys.executable,
+                python,
                 "-m",
                 "courierwatch",
                 "probe",
