@@ -316,7 +316,7 @@ async def test_each_cause_reaches_metrics_page_report_and_alerts(run: Run, key: 
     seen["metrics"] = f"{case.state}; causes {causes_text(site_causes(samples, key))}"
 
     # 2. The status page: the site's state as the page shows it, and its colour.
-    page = await statuspage.fetch(lab.collector_http)
+    page = await statuspage.fetch_until(lab.collector_http, key, case.state)
     painted = statuspage.painted(page)[key]
     seen["page"] = f"{painted.state}, painted {painted.colour}"
     if painted.state != case.state:

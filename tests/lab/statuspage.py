@@ -4,8 +4,10 @@ site's state (the snapshot the page embeds for its script) and the colour the pa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -50,3 +52,18 @@ async def fetch(http: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(f"http://{http}/") as response:
         assert response.status == 200, response.status
         return await response.text()
+
+
+async def fetch_until(http: str, site: str, state: str, seconds: float = 10.0) -> str:
+    """The status page once it paints `site` as `state`, or the last one fetched after
+    `seconds`. The page reads a snapshot made in the background (collector/snapshots.py: up
+    to `fresh`, a second, old), so right after /metrics changed it may still show the state
+    before."""
+    deadline = time.monotonic() + seconds
+    while True:  # ends: by the deadline at the latest
+        page = await fetch(http)
+        shown = painted(page).get(site)
+        if (shown is not None and shown.state == state) or time.monotonic() >= deadline:
+            return page
+        await asyncio.sleep(0.25)
+
