@@ -15,6 +15,7 @@ import re
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +50,12 @@ def machine() -> str:
     where = f"collector on CPU {sorted(COLLECTOR_CPUS)}, load on CPU {sorted(DRIVER_CPUS)}"
     return f"{os.cpu_count()} cores ({model}), Python {sys.version.split()[0]}; {where}"
 
+
+def openssl(python: str = sys.executable) -> str:
+    """The OpenSSL that `python`'s ssl module runs on (another interpreter may run another)."""
+    command = [python, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"]
+    return subprocess.run(command, check=True, capture_output=True, text=True,
+                          timeout=60).stdout.strip()
 
 def _raise_fd_limit() -> None:
     """In the collector's child before exec: one socket per probe, and its own CPU."""

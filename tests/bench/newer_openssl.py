@@ -24,6 +24,8 @@ import sysconfig
 import urllib.request
 from pathlib import Path
 
+import harness
+
 MIRROR = "http://deb.debian.org/debian"
 SUITE = "trixie"
 PACKAGES = ("libssl3t64", "libc6", "libzstd1")
@@ -71,9 +73,7 @@ def main() -> None:
         f"{shlex.quote(path)} {shlex.quote(sys.executable)} \"$@\"\n"
     )
     wrapper.chmod(0o755)
-    version = subprocess.run([str(wrapper), "-c", "import ssl; print(ssl.OPENSSL_VERSION)"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    print(f"{wrapper}: {version}")
+    print(f"{wrapper}: {harness.openssl(str(wrapper))}")
 
 
 if __name__ == "__main__":

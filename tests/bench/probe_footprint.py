@@ -29,7 +29,6 @@ import contextlib
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -177,7 +176,7 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
     lines = [
         f"probe footprint: {load.describe()}; window {args.duration:g} s after "
         f"{args.warmup:g} s warm-up; fake Apple {where}; probe on {args.loop}, "
-        f"{openssl(args.probe_python)}",
+        f"{harness.openssl(args.probe_python)}",
         harness.machine().split(";")[0],
         "",
         table,
@@ -195,12 +194,6 @@ async def measure(args: argparse.Namespace, ns: probelab.Namespace | None, work:
     if totals:
         lines.append(f"courierwatch median check time {1000 * statistics.median(totals):.2f} ms")
     return "\n".join(lines)
-
-
-def openssl(python: str) -> str:
-    """The OpenSSL that `python`'s ssl module runs on."""
-    command = [python, "-c", "import ssl; print(ssl.OPENSSL_VERSION)"]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def main() -> None:

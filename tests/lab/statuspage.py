@@ -66,4 +66,3 @@ async def fetch_until(http: str, site: str, state: str, seconds: float = 10.0) -
         if (shown is not None and shown.state == state) or time.monotonic() >= deadline:
             return page
         await asyncio.sleep(0.25)
-
