@@ -360,6 +360,10 @@ FAMILIES: tuple[Family, ...] = (
     _counter("courierwatch_collector_batch_wait_seconds",
              "Seconds that probe batches waited for their turn on the event loop, in all.",
              (), COLLECTOR, lambda state: _one(state.turns.waited)),
+    _counter("courierwatch_collector_busy_notices",
+             "Busy messages sent to probes: a batch held unacknowledged (waiting for its turn, "
+             "its commit or the store) past a third of its probe's ack timeout.", (),
+             COLLECTOR, lambda state: _one(state.busy_notices)),
     _gauge("courierwatch_config_last_reload_successful",
            "1 if the latest configuration (re)load worked, 0 if it failed.", (), COLLECTOR,
            lambda state: _one(1.0 if state.config_reload_ok else 0.0)),

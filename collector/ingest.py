@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -44,6 +46,11 @@ MAX_GROUPS = 256  # group facts in one Hello: the catalog has a dozen
 # (the writer's queue bounds their samples; this, their number).
 MAX_UNSTORED_BATCHES = 256
 MAX_SEQ = 2**63 - 1  # what the store (an SQLite INTEGER) holds; a probe counts from 1
+# A probe's ack timeout when its Hello does not say (older probes: probe/uplink.py's default).
+DEFAULT_ACK_TIMEOUT = 30.0
+# Busy at a third of the probe's ack timeout, within these bounds: never more often than
+# a probe (a hostile one too) could make it cost anything.
+BUSY_EVERY = (0.25, 20.0)
 
 
 class Refused(Exception):
@@ -60,6 +67,7 @@ class _Stream:
     probe: Probe
     identity: str | None  # the certificate's CN; None in the insecure mode
     certificate_site: str  # its OU: the site an unlisted identity may report for
+    busy_every: float  # seconds between Busy messages while a batch is held
     revoked: Refused | None = None
     waiting: asyncio.Timeout | None = None  # while waiting for the probe's next message
 
@@ -148,19 +156,8 @@ class Ingest:
                 max_string_bytes=limits.max_string_bytes,
                 idle_timeout_seconds=limits.idle_timeout,
             ))  # fmt: skip
-            if self._writer is not None:
-                async for message in self._acks_once_stored(requests, stream, self._writer):
-                    yield message
-                return
-            while (raw := await self._next(requests, stream)) is not None:
-                async with self._turns.turn():
-                    change = self._apply(probe, raw)
-                # Not kept while the batch is committed (a thousand streams may wait on
-                # one commit) nor while the stream waits for its next message.
-                del raw
-                if change is not None:
-                    await self._commit(probe, change)
-                    yield pb.CollectorMessage(ack=pb.Ack(through_seq=change.through))
+            async for message in self._acknowledge(requests, stream):
+                yield message
         except Refused as refusal:
             self._state.refused[refusal.reason] += 1
             who = f"{hello.site}/{hello.probe_id} from {peer}" if hello else peer
@@ -193,7 +190,9 @@ class Ingest:
             raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
                           self._store.problem or "a batch of this probe is being committed")
         probe = self._state.connect(hello, peer)
-        stream = self._streams[key] = _Stream(probe, identity, certificate_site)
+        stream = self._streams[key] = _Stream(
+            probe, identity, certificate_site, busy_every(hello.ack_timeout_seconds)
+        )
         return stream
 
     async def _next(self, requests: AsyncIterator[bytes], stream: _Stream) -> bytes | None:
@@ -235,60 +234,104 @@ class Ingest:
             return probe.applied_through
         return min(probe.applied_through, self._stored.get(probe.key, 0))
 
-    async def _acks_once_stored(
-        self, requests: AsyncIterator[bytes], stream: _Stream, writer: RemoteWriter
+    async def _acknowledge(
+        self, requests: AsyncIterator[bytes], stream: _Stream
     ) -> AsyncIterator[pb.CollectorMessage]:
-        """Remote-write mode: each batch is applied and committed as in scrape mode and its
-        samples written; its Ack goes once the store has them, or refused them for good (the
-        writer counts and logs that; acknowledged all the same, so that it never wedges the
-        stream). Reading goes on meanwhile and the acks follow in order. While the store is
-        down the writer's full queue stops the reading (write() waits): the probe keeps the
-        rest spooled. A writer closed first (the collector stopping) ends the stream with
-        nothing more acknowledged."""
-        probe = stream.probe
-        # Per batch, in order: the number it is acknowledged through, and its delivery;
-        # None once reading ended.
-        written: asyncio.Queue[tuple[int, Delivery] | None] = asyncio.Queue(MAX_UNSTORED_BATCHES)
-
-        async def read() -> None:
-            try:
-                while (raw := await self._next(requests, stream)) is not None:
-                    async with self._turns.turn():
-                        batch = self._apply_message(probe, raw)
-                        del raw  # as in scrape mode: not kept while waiting
-                        if batch is None or not batch.results:
-                            continue
-                        # Every result, duplicates too: the state having seen a result does
-                        # not say that the store has it. Through the batch's own last number,
-                        # not the state's: what lies beyond may still be on its way to the store.
-                        through = batch.results[-1].seq
-                        encoded = writer.encoder.encode(probe.site, probe.probe_id,
-                                                        batch.results, batch.keys)  # fmt: skip
-                        change = batch.change
-                        del batch
-                    delivery = await writer.write_encoded(*encoded)
-                    await self._commit(probe, change)
-                    await written.put((through, delivery))
-            finally:
-                if not reader.cancelling():  # else nobody reads the queue any more
-                    await written.put(None)
-
-        reader = asyncio.create_task(read())
+        """A task reads and applies the stream's messages, a batch per turn, and commits each
+        batch; this answers them in order: each batch's Ack once it is committed (scrape mode)
+        or once the store has it too (remote-write mode, where reading goes on meanwhile),
+        and a Busy every third of the probe's ack timeout while a batch read waits for either.
+        A probe that hears nothing for its whole ack timeout takes the collector for stuck
+        and sends everything again elsewhere; one waiting for its turn on a saturated
+        collector, or for a slow store, would only add to the load."""
+        # Per batch, in order: the number it is acknowledged through and, in remote-write
+        # mode, its delivery to the store; None once reading ended.
+        answers: asyncio.Queue[tuple[int, Delivery | None] | None] = asyncio.Queue(
+            MAX_UNSTORED_BATCHES
+        )
+        held: deque[float] = deque()  # loop time each batch not acknowledged yet was read
+        reader = asyncio.create_task(self._read(requests, stream, answers, held))
         try:
-            while (entry := await written.get()) is not None:
-                through, delivery = entry
-                try:
-                    await delivery  # None: stored; a Rejection: given up, counted, logged
-                except Closed:
-                    raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
-                                  "the collector is stopping before the store had the "
-                                  "results: send them again") from None  # fmt: skip
-                self._stored[probe.key] = max(self._stored.get(probe.key, 0), through)
+            while True:
+                entry = asyncio.ensure_future(answers.get())
+                async for busy in self._busy_until(entry, stream, held):
+                    yield busy
+                if (answer := entry.result()) is None:
+                    break
+                through, delivery = answer
+                if delivery is not None:
+                    async for busy in self._busy_until(delivery, stream, held):
+                        yield busy
+                    try:
+                        delivery.result()  # None: stored; a Rejection: given up, counted, logged
+                    except Closed:
+                        raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
+                                      "the collector is stopping before the store had the "
+                                      "results: send them again") from None  # fmt: skip
+                    self._stored[stream.probe.key] = max(
+                        self._stored.get(stream.probe.key, 0), through
+                    )
+                held.popleft()
                 yield pb.CollectorMessage(ack=pb.Ack(through_seq=through))
             await reader  # why reading ended: the probe closed its side, or a refusal
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
+
+    async def _read(
+        self,
+        requests: AsyncIterator[bytes],
+        stream: _Stream,
+        answers: asyncio.Queue[tuple[int, Delivery | None] | None],
+        held: deque[float],
+    ) -> None:
+        """Apply and commit each batch of the stream (in remote-write mode also written to the
+        store's queue, whose room paces the reading) and queue its answer."""
+        probe, writer = stream.probe, self._writer
+        clock = asyncio.get_running_loop().time
+        try:
+            while (raw := await self._next(requests, stream)) is not None:
+                held.append(clock())
+                async with self._turns.turn():
+                    batch = self._apply_message(probe, raw)
+                    del raw  # not kept while the batch waits for its commit or the store
+                    if batch is None or (writer is not None and not batch.results):
+                        held.pop()  # a health beat, or nothing to write: nothing to answer
+                        continue
+                    if writer is not None:
+                        # Every result, duplicates too: the state having seen a result does
+                        # not say that the store has it. Through the batch's own last number,
+                        # not the state's: what lies beyond may still be on its way.
+                        through = batch.results[-1].seq
+                        encoded = writer.encoder.encode(probe.site, probe.probe_id,
+                                                        batch.results, batch.keys)  # fmt: skip
+                    change = batch.change
+                    del batch
+                if writer is None:
+                    await self._commit(probe, change)
+                    await answers.put((change.through, None))
+                    continue
+                delivery = await writer.write_encoded(*encoded)
+                await self._commit(probe, change)
+                await answers.put((through, delivery))
+        finally:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # else nobody reads the queue any more
+                await answers.put(None)
+
+    async def _busy_until(
+        self, waited: asyncio.Future[object], stream: _Stream, held: deque[float]
+    ) -> AsyncIterator[pb.CollectorMessage]:
+        """A Busy every stream.busy_every while `waited` is pending and a batch is held."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not waited.done():
+                await asyncio.wait((waited,), timeout=stream.busy_every)
+                if not waited.done() and held:
+                    self._state.busy_notices += 1
+                    yield pb.CollectorMessage(busy=pb.Busy(held_seconds=loop.time() - held[0]))
+        finally:
+            waited.cancel()  # ended early, the stream with it: a get() left would eat an answer
 
     def _apply(self, probe: Probe, raw: bytes) -> Applied | None:
         """Parse, check and apply one message; what a batch changed, None for the rest."""
@@ -429,6 +472,15 @@ class Ingest:
             raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "label_too_long",
                           f"label value of {len(longest)} characters; the limit is "
                           f"{self._limits.max_label_length}")  # fmt: skip
+
+
+def busy_every(ack_timeout: float) -> float:
+    """Seconds between Busy messages to a probe whose ack timeout is `ack_timeout` (0 or
+    nonsense: the default)."""
+    if not (math.isfinite(ack_timeout) and ack_timeout > 0):
+        ack_timeout = DEFAULT_ACK_TIMEOUT
+    low, high = BUSY_EVERY
+    return min(high, max(low, ack_timeout / 3))
 
 
 def _may_need_cut(result: pb.Result, size: int, max_bytes: int) -> bool:

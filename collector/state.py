@@ -187,6 +187,8 @@ class State:
         self.refused: Counter[str] = Counter()  # streams and messages refused, by reason
         # Limits that cut or closed something without refusing it (results cut, idle streams).
         self.limited: Counter[str] = Counter()
+        # Busy messages sent: batches held past a third of their probe's ack timeout.
+        self.busy_notices = 0
         # The configuration: whether the latest (re)load worked, and when one last did.
         self.config_reload_ok = True
         self.config_reload_at = clock()

@@ -68,6 +68,9 @@ Keys beyond identity and transport (defaults in brackets):
                             # exist (said in the log), so an upgrade loses no result]
       max_mb: 256           # integer megabytes; beyond it the oldest results are dropped
       max_age: 48h          # from 1m to 365d; older unsent results are dropped
+    uplink:
+      ack_timeout: 30s      # from 1s to 10m: a batch unacknowledged this long, with no Busy
+                            # heard either, means the collector is stuck: try the next one
 
 Files (trust.*, transport.*, a target's anchors) must be regular files of at most 1 MiB; PEM
 files are parsed at load, so a wrong one is a config error naming it. The YAML takes plain
@@ -126,6 +129,7 @@ _LABEL_WHAT = "1 to 64 characters from A-Z a-z 0-9 . _ -"
 _TOP_KEYS: Final = (
     "site", "probe_id", "collectors", "transport", "resolver", "trust", "schedule", "catalog",
     "apple", "proxy", "families", "targets", "spool", "include", "targets_file", "discover",
+    "uplink",
 )  # fmt: skip
 _INCLUDE_KEYS: Final = ("include", "targets_file")  # one key, two spellings
 # Groups of targets courierwatch makes itself from what the site's devices asked for: leads to
@@ -151,6 +155,10 @@ _LEGACY_SPOOL_FILE: Final = "spool.sqlite"  # the default before it named the pr
 _SPOOL_MAX_MB: Final = 256
 _SPOOL_MAX_AGE: Final = 48 * 3600.0
 _SPOOL_AGES: Final = (60.0, 365 * 86400.0)
+# How long a batch may go unacknowledged, with nothing heard from the collector, before the
+# probe takes it for stuck and reconnects (the collector sends Busy at a third of it).
+_ACK_TIMEOUT: Final = 30.0
+_ACK_TIMEOUTS: Final = (1.0, 600.0)
 _MB: Final = 1024 * 1024
 
 
@@ -219,6 +227,7 @@ class ProbeConfig:
     spool_max_bytes: int = _SPOOL_MAX_MB * _MB  # oldest results are dropped beyond this size
     spool_max_age: float = _SPOOL_MAX_AGE  # seconds; older unsent results are dropped
     digest: str = _NO_FILE_DIGEST  # SHA-256 of the config file, sent to the collector
+    ack_timeout: float = _ACK_TIMEOUT  # seconds; sent in the Hello (probe/uplink.py)
 
     def __post_init__(self) -> None:
         if not self.spool_path:
@@ -261,6 +270,8 @@ def load_probe_config(
     schedule.check_keys("concurrency", "jitter", "tick")
     spool = root.section("spool")
     spool.check_keys("path", "max_mb", "max_age")
+    uplink = root.section("uplink")
+    uplink.check_keys("ack_timeout")
     apple = _apple(root.section("apple"))
     proxy = _proxy(root.section("proxy"))
     chosen = _families(root, host_has_ipv6)
@@ -292,6 +303,7 @@ def load_probe_config(
         spool_max_bytes=spool.integer("max_mb", _SPOOL_MAX_MB, min=1, max=65536) * _MB,
         spool_max_age=spool.duration("max_age", _SPOOL_MAX_AGE, within=_SPOOL_AGES),
         digest=_digest(doc, included),
+        ack_timeout=uplink.duration("ack_timeout", _ACK_TIMEOUT, within=_ACK_TIMEOUTS),
     )
     if chosen.reason != CONFIGURED:  # said once the whole file is valid: an error stays one line
         log.info("families: auto: %s", chosen.reason)

@@ -83,6 +83,7 @@ def hello(config: ProbeConfig) -> pb.Hello:
         groups=[pb.GroupInfo(id=g.id, title=g.title, critical=g.critical) for g in config.groups],
         families=list(config.families),
         families_reason=config.families_reason,
+        ack_timeout_seconds=config.ack_timeout,
     )
 
 

@@ -4,7 +4,8 @@ One long-lived Report stream: Hello first, then batches as results reach the spo
 sized to the limits the collector announces in its Welcome, and a Health report every few
 seconds. On any failure (including a collector that stops answering) it reconnects with
 capped exponential backoff and full jitter, trying the configured collectors in order and
-going back to the first after every good session, and resends everything not yet
+going back to the first after every good session (but on to the next after one whose
+collector fell silent: stuck, it would only hold us again), and resends everything not yet
 acknowledged, starting after what the collector says it applied (it dedupes too).
 """
 
@@ -31,10 +32,12 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
-# A collector that takes longer than this to welcome us, or to acknowledge a batch, is
-# treated as gone: a stuck process can answer keepalives and still hold the probe for ever.
+# A collector that takes longer than this to welcome us is treated as gone; so is one that
+# leaves a batch unacknowledged for the Hello's ack_timeout_seconds with nothing heard (a
+# stuck process can answer keepalives and still hold the probe for ever). One that is slow
+# but working says so with a Busy, which restarts that clock.
 WELCOME_SECONDS = 15.0
-ACK_SECONDS = 30.0
+ACK_SECONDS = 30.0  # when the Hello does not set ack_timeout_seconds
 # Stay this far under the collector's message limit: the envelope adds a few bytes.
 _HEADROOM = 0.9
 
@@ -68,7 +71,9 @@ class Uplink:
         self._acked_through = 0
         self._settled = asyncio.Event()  # an ack came, or unsendable rows were passed over
         self._sent_through = 0
-        self._progress_at = 0.0  # loop time of the last acknowledgement (or first send after one)
+        # Loop time of the last acknowledgement or Busy (or of the first send after one).
+        self._progress_at = 0.0
+        self._ack_timeout = hello.ack_timeout_seconds or ACK_SECONDS
         self._max_bytes = 0  # 0: no limit announced
         self._max_string = 0  # bytes of one string field; 0: no limit announced
 
@@ -78,11 +83,18 @@ class Uplink:
         index = 0
         while True:
             address = self._collectors[index]
+            silent = False
             try:
                 await self._session(address)
+            except Silent as error:
+                silent = True
+                log.warning("collector %s: %s", address, error)
             except Exception as error:  # any failure ends this session, never the probe
                 log.warning("collector %s: %s", address, _describe(error))
-            if self.connected.is_set():  # it worked for a while: start over from the first
+            if silent:  # alive to TCP but not to us: the others first, it may stay stuck
+                self.connected.clear()
+                failures, index = 0, (index + 1) % len(self._collectors)
+            elif self.connected.is_set():  # it worked for a while: start over from the first
                 self.connected.clear()
                 failures, index = 0, 0
             else:
@@ -99,8 +111,8 @@ class Uplink:
     async def _session(self, address: str) -> None:
         async with self._channel(address) as channel:
             call = pb_grpc.CollectorStub(channel).Report()
-            await call.write(pb.ProbeMessage(hello=self._hello))
-            async with asyncio.timeout(WELCOME_SECONDS):
+            async with asyncio.timeout(WELCOME_SECONDS):  # connecting included
+                await call.write(pb.ProbeMessage(hello=self._hello))
                 message = await call.read()
             if not isinstance(message, pb.CollectorMessage) or not message.HasField("welcome"):
                 raise OSError("the collector did not answer Hello with Welcome")
@@ -190,15 +202,19 @@ class Uplink:
                 raise OSError("the collector closed the stream")
             if message.HasField("ack"):
                 await self._note_ack(message.ack.through_seq)
+            elif message.HasField("busy"):  # it holds what we sent, and works on it
+                self._progress_at = asyncio.get_running_loop().time()
 
     async def _watch_acks(self) -> None:
-        """End the session when a sent batch goes unacknowledged for ACK_SECONDS."""
+        """End the session when a sent batch goes unacknowledged for the ack timeout with
+        nothing heard from the collector."""
         loop = asyncio.get_running_loop()
+        timeout = self._ack_timeout
         while True:
-            await asyncio.sleep(ACK_SECONDS / 4)
+            await asyncio.sleep(timeout / 4)
             waiting = self._sent_through > self._acked_through
-            if waiting and loop.time() - self._progress_at > ACK_SECONDS:
-                raise OSError(f"no acknowledgement for {ACK_SECONDS:g} s")
+            if waiting and loop.time() - self._progress_at > timeout:
+                raise Silent(f"no acknowledgement for {timeout:g} s, nor a word of being busy")
 
     async def _note_ack(self, through_seq: int) -> None:
         await self._spool.ack(through_seq)
@@ -218,6 +234,10 @@ class Uplink:
         except TimeoutError:
             return False
         return True
+
+
+class Silent(OSError):
+    """The collector left a batch unacknowledged for the ack timeout and said nothing."""
 
 
 def _encoded_size(result: pb.Result) -> int:

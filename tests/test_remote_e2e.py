@@ -160,8 +160,10 @@ async def collector_process(config: str) -> AsyncIterator[tuple[asyncio.subproce
         yield process, grpc_address, ready.split("metrics=")[1].removesuffix("/metrics")
 
 
-def probe_config(tmp: Path, apple, fleet: Fleet, probe_id: str, collector: str) -> str:
-    """Four checks a second: a courier (with its POP), TLS, HTTP, and one that fails."""
+def probe_config(tmp: Path, apple, fleet: Fleet, probe_id: str, collector: str | list[str],
+                 **extra: object) -> str:  # fmt: skip
+    """Four checks a second: a courier (with its POP), TLS, HTTP, and one that fails.
+    `collector`: one, or the failover list; `extra`: more top-level keys."""
     fast = {"interval": "1s", "timeout": "0.8s"}
     targets = [
         {"host": COURIER_SNI, "port": apple.courier_port, "check": "courier", "group": "push",
@@ -175,8 +177,9 @@ def probe_config(tmp: Path, apple, fleet: Fleet, probe_id: str, collector: str) 
     cert, key = fleet.probes[probe_id]
     return write_yaml(tmp / f"{probe_id}.yaml", config_document(
         apple, [{**fast, **t} for t in targets], site=SITE, probe_id=probe_id,
-        collectors=[collector], transport={"ca": fleet.ca, "cert": cert, "key": key},
-        spool={"path": str(tmp / f"{probe_id}-spool.sqlite")},
+        collectors=[collector] if isinstance(collector, str) else collector,
+        transport={"ca": fleet.ca, "cert": cert, "key": key},
+        spool={"path": str(tmp / f"{probe_id}-spool.sqlite")}, **extra,
     ))  # fmt: skip
 
 
@@ -187,6 +190,21 @@ def spool(tmp: Path, probe_id: str) -> tuple[int, int, int]:
         low, rows, high = db.execute("SELECT MIN(seq), COUNT(*), MAX(seq) FROM results").fetchone()
         made = dict(db.execute("SELECT name, value FROM meta").fetchall()).get("last_seq", 0)
     return low or 0, rows, max(made, high or 0)
+
+
+async def drain_and_stop(tmp: Path, probe_id: str,
+                         probe: asyncio.subprocess.Process) -> tuple[int, int]:  # fmt: skip
+    """Once the probe's spool drained, stops it (it waits for its last acks): what its spool
+    holds then, and how many results it made."""
+
+    async def drained() -> bool:
+        return spool(tmp, probe_id)[1] < 4  # what was just measured, no more
+
+    await until("the spool drained into the store", 30, drained)
+    probe.send_signal(signal.SIGTERM)  # stop measuring, wait for the last acks
+    assert await asyncio.wait_for(probe.wait(), 15) == 0
+    _, left, made = spool(tmp, probe_id)
+    return left, made
 
 
 async def until(what: str, seconds: float, check) -> object:
@@ -310,14 +328,7 @@ async def test_an_outage_of_the_store_is_replayed_into_it_exactly_once(kind, tmp
         outage_to = time.time() * 1000
         _, unacked, _ = spool(tmp_path, probe_id)
         await store.start()
-
-        async def drained() -> bool:
-            return spool(tmp_path, probe_id)[1] < 4  # what was just measured, no more
-
-        await until("the spool drained into the store", 30, drained)
-        probe.send_signal(signal.SIGTERM)  # stop measuring, wait for the last acks
-        assert await asyncio.wait_for(probe.wait(), 15) == 0
-        _, left, made = spool(tmp_path, probe_id)
+        left, made = await drain_and_stop(tmp_path, probe_id, probe)
         assert left == 0
         applied = (await status_probes(url))[probe_id]["applied"]
         scraped = await scrape(url + "/metrics")

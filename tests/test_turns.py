@@ -1,8 +1,13 @@
-"""Batches take turns on the event loop (collector/turns.py): one per turn, in order."""
+"""Batches take turns on the event loop (collector/turns.py): one per turn, in order; and a
+batch that waits says so to its probe (collector/ingest.py's Busy)."""
 
 import asyncio
 import itertools
+import math
 
+import pytest
+
+from courierwatch.collector.ingest import busy_every
 from courierwatch.collector.turns import Turns
 
 
@@ -52,3 +57,13 @@ async def test_the_batches_waiting_and_their_wait_are_counted():
     assert seen == [3, 2, 1, 0]
     assert turns.waiting == 0
     assert turns.waited > 0
+
+
+@pytest.mark.parametrize(
+    ("ack_timeout", "every"),
+    [(30.0, 10.0), (0.0, 10.0), (1.0, 1 / 3), (1e-9, 0.25), (-5.0, 10.0), (3600.0, 20.0),
+     (math.nan, 10.0), (math.inf, 10.0)],
+)  # fmt: skip
+def test_busy_comes_at_a_third_of_the_probes_ack_timeout_within_bounds(ack_timeout, every):
+    # A Hello's ack timeout is the probe's word: a hostile one must not make Busy cost anything.
+    assert busy_every(ack_timeout) == pytest.approx(every)

@@ -25,45 +25,47 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"courierwatch/v1/courierwatch.proto\x12\x0f\x63ourierwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0cProbeMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.courierwatch.v1.HelloH\x00\x12-\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1c.courierwatch.v1.ResultBatchH\x00\x12)\n\x06health\x18\x03 \x01(\x0b\x32\x17.courierwatch.v1.HealthH\x00\x42\x06\n\x04\x62odyJ\x04\x08\x04\x10\n\"r\n\x10\x43ollectorMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.courierwatch.v1.WelcomeH\x00\x12#\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x14.courierwatch.v1.AckH\x00\x42\x06\n\x04\x62odyJ\x04\x08\x03\x10\n\"\xaf\x01\n\x05Hello\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x15\n\rconfig_digest\x18\x04 \x01(\t\x12*\n\x06groups\x18\x05 \x03(\x0b\x32\x1a.courierwatch.v1.GroupInfo\x12\x10\n\x08\x66\x61milies\x18\x06 \x03(\t\x12\x17\n\x0f\x66\x61milies_reason\x18\x07 \x01(\t\"8\n\tGroupInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x63ritical\x18\x03 \x01(\x08\"\x8c\x01\n\x07Welcome\x12\x1b\n\x13\x61pplied_through_seq\x18\x01 \x01(\x04\x12\x11\n\tmax_batch\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\r\x12\x18\n\x10max_string_bytes\x18\x04 \x01(\r\x12\x1c\n\x14idle_timeout_seconds\x18\x05 \x01(\x01\"\xec\x01\n\x06Health\x12\x13\n\x0bspool_depth\x18\x01 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x02 \x01(\x04\x12\x15\n\rdropped_total\x18\x03 \x01(\x04\x12\x18\n\x10loop_lag_seconds\x18\x04 \x01(\x01\x12\x1e\n\x16oldest_pending_seconds\x18\x05 \x01(\x01\x12\x19\n\x11quarantined_total\x18\x06 \x01(\x04\x12\x1f\n\x17\x64ropped_disk_full_total\x18\x07 \x01(\x04\x12+\n\x07sent_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0bResultBatch\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.courierwatch.v1.Result\"\x1a\n\x03\x41\x63k\x12\x13\n\x0bthrough_seq\x18\x01 \x01(\x04\"\xa4\x01\n\x06Phases\x12\x10\n\x03\x64ns\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07\x63onnect\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03tls\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nfirst_byte\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05total\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x06\n\x04_dnsB\n\n\x08_connectB\x06\n\x04_tlsB\r\n\x0b_first_byteB\x08\n\x06_total\"\xbd\x01\n\x08TlsFacts\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04\x61lpn\x18\x02 \x01(\t\x12\x14\n\x0cleaf_subject\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08verified\x18\x06 \x01(\x08\x12\x16\n\x0e\x63hain_subjects\x18\x07 \x03(\t\x12\x13\n\x0bverified_by\x18\x08 \x01(\t\"3\n\x08NtpFacts\x12\x16\n\x0eoffset_seconds\x18\x01 \x01(\x01\x12\x0f\n\x07stratum\x18\x02 \x01(\r\"\x1b\n\tHttpFacts\x12\x0e\n\x06status\x18\x01 \x01(\r\"?\n\x0e\x44nsClientFacts\x12-\n\x06groups\x18\x01 \x03(\x0b\x32\x1d.courierwatch.v1.GroupQueries\"?\n\x0cGroupQueries\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x01(\x04\x12\x0f\n\x07\x62locked\x18\x03 \x01(\x04\"\xb5\x04\n\x06Result\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\r\n\x05\x63heck\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12)\n\x07outcome\x18\x06 \x01(\x0e\x32\x18.courierwatch.v1.Outcome\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06phases\x18\x08 \x01(\x0b\x32\x17.courierwatch.v1.Phases\x12\x11\n\taddresses\x18\t \x03(\t\x12\x14\n\x0cpeer_address\x18\n \x01(\t\x12\x13\n\x0b\x63name_chain\x18\x0b \x03(\t\x12&\n\x03tls\x18\x0c \x01(\x0b\x32\x19.courierwatch.v1.TlsFacts\x12(\n\x04http\x18\r \x01(\x0b\x32\x1a.courierwatch.v1.HttpFacts\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\x12\x18\n\x10interval_seconds\x18\x0f \x01(\x01\x12\x0b\n\x03pop\x18\x10 \x01(\t\x12\x16\n\x0e\x61\x64\x64ress_family\x18\x11 \x01(\t\x12\x0b\n\x03via\x18\x12 \x01(\t\x12\x14\n\x0c\x64ialled_host\x18\x13 \x01(\t\x12&\n\x03ntp\x18\x14 \x01(\x0b\x32\x19.courierwatch.v1.NtpFacts\x12\x34\n\x0b\x64ns_clients\x18\x15 \x01(\x0b\x32\x1f.courierwatch.v1.DnsClientFacts*\x90\x05\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x18\n\x14OUTCOME_DNS_NXDOMAIN\x10\x02\x12\x17\n\x13OUTCOME_DNS_TIMEOUT\x10\x03\x12\x18\n\x14OUTCOME_DNS_SERVFAIL\x10\x04\x12\x1a\n\x16OUTCOME_DNS_NO_ADDRESS\x10\x05\x12\x13\n\x0fOUTCOME_REFUSED\x10\x06\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x07\x12\x17\n\x13OUTCOME_UNREACHABLE\x10\x08\x12\x11\n\rOUTCOME_RESET\x10\t\x12\x19\n\x15OUTCOME_TLS_UNTRUSTED\x10\n\x12 \n\x1cOUTCOME_TLS_HANDSHAKE_FAILED\x10\x0b\x12\x1d\n\x19OUTCOME_TLS_NAME_MISMATCH\x10\x0c\x12\x1b\n\x17OUTCOME_HTTP_BAD_STATUS\x10\r\x12\x1a\n\x16OUTCOME_PROTOCOL_ERROR\x10\x0e\x12\x11\n\rOUTCOME_ERROR\x10\x0f\x12\x18\n\x14OUTCOME_DNS_SINKHOLE\x10\x10\x12\x16\n\x12OUTCOME_DNS_HIJACK\x10\x11\x12\x1b\n\x17OUTCOME_TLS_INTERCEPTED\x10\x12\x12\x1d\n\x19OUTCOME_TLS_ALPN_MISMATCH\x10\x13\x12\x18\n\x14OUTCOME_PROXY_DENIED\x10\x14\x12\x1f\n\x1bOUTCOME_PROXY_AUTH_REQUIRED\x10\x15\x12\x1b\n\x17OUTCOME_DNS_UNREACHABLE\x10\x16\x12\x17\n\x13OUTCOME_DNS_REFUSED\x10\x17\x12\x16\n\x12OUTCOME_CLOCK_SKEW\x10\x18\x32[\n\tCollector\x12N\n\x06Report\x12\x1d.courierwatch.v1.ProbeMessage\x1a!.courierwatch.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"courierwatch/v1/courierwatch.proto\x12\x0f\x63ourierwatch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0cProbeMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.courierwatch.v1.HelloH\x00\x12-\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x1c.courierwatch.v1.ResultBatchH\x00\x12)\n\x06health\x18\x03 \x01(\x0b\x32\x17.courierwatch.v1.HealthH\x00\x42\x06\n\x04\x62odyJ\x04\x08\x04\x10\n\"\x99\x01\n\x10\x43ollectorMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.courierwatch.v1.WelcomeH\x00\x12#\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x14.courierwatch.v1.AckH\x00\x12%\n\x04\x62usy\x18\x03 \x01(\x0b\x32\x15.courierwatch.v1.BusyH\x00\x42\x06\n\x04\x62odyJ\x04\x08\x04\x10\n\"\xcc\x01\n\x05Hello\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0c\n\x04site\x18\x02 \x01(\t\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x15\n\rconfig_digest\x18\x04 \x01(\t\x12*\n\x06groups\x18\x05 \x03(\x0b\x32\x1a.courierwatch.v1.GroupInfo\x12\x10\n\x08\x66\x61milies\x18\x06 \x03(\t\x12\x17\n\x0f\x66\x61milies_reason\x18\x07 \x01(\t\x12\x1b\n\x13\x61\x63k_timeout_seconds\x18\x08 \x01(\x01\"8\n\tGroupInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x10\n\x08\x63ritical\x18\x03 \x01(\x08\"\x8c\x01\n\x07Welcome\x12\x1b\n\x13\x61pplied_through_seq\x18\x01 \x01(\x04\x12\x11\n\tmax_batch\x18\x02 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x03 \x01(\r\x12\x18\n\x10max_string_bytes\x18\x04 \x01(\r\x12\x1c\n\x14idle_timeout_seconds\x18\x05 \x01(\x01\"\xec\x01\n\x06Health\x12\x13\n\x0bspool_depth\x18\x01 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x02 \x01(\x04\x12\x15\n\rdropped_total\x18\x03 \x01(\x04\x12\x18\n\x10loop_lag_seconds\x18\x04 \x01(\x01\x12\x1e\n\x16oldest_pending_seconds\x18\x05 \x01(\x01\x12\x19\n\x11quarantined_total\x18\x06 \x01(\x04\x12\x1f\n\x17\x64ropped_disk_full_total\x18\x07 \x01(\x04\x12+\n\x07sent_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x0bResultBatch\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.courierwatch.v1.Result\"\x1a\n\x03\x41\x63k\x12\x13\n\x0bthrough_seq\x18\x01 \x01(\x04\"\x1c\n\x04\x42usy\x12\x14\n\x0cheld_seconds\x18\x01 \x01(\x01\"\xa4\x01\n\x06Phases\x12\x10\n\x03\x64ns\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x07\x63onnect\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03tls\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\nfirst_byte\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x12\n\x05total\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x06\n\x04_dnsB\n\n\x08_connectB\x06\n\x04_tlsB\r\n\x0b_first_byteB\x08\n\x06_total\"\xbd\x01\n\x08TlsFacts\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04\x61lpn\x18\x02 \x01(\t\x12\x14\n\x0cleaf_subject\x18\x03 \x01(\t\x12\x0e\n\x06issuer\x18\x04 \x01(\t\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08verified\x18\x06 \x01(\x08\x12\x16\n\x0e\x63hain_subjects\x18\x07 \x03(\t\x12\x13\n\x0bverified_by\x18\x08 \x01(\t\"3\n\x08NtpFacts\x12\x16\n\x0eoffset_seconds\x18\x01 \x01(\x01\x12\x0f\n\x07stratum\x18\x02 \x01(\r\"\x1b\n\tHttpFacts\x12\x0e\n\x06status\x18\x01 \x01(\r\"?\n\x0e\x44nsClientFacts\x12-\n\x06groups\x18\x01 \x03(\x0b\x32\x1d.courierwatch.v1.GroupQueries\"?\n\x0cGroupQueries\x12\r\n\x05group\x18\x01 \x01(\t\x12\x0f\n\x07queries\x18\x02 \x01(\x04\x12\x0f\n\x07\x62locked\x18\x03 \x01(\x04\"\xb5\x04\n\x06Result\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0c\n\x04port\x18\x03 \x01(\r\x12\r\n\x05\x63heck\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12)\n\x07outcome\x18\x06 \x01(\x0e\x32\x18.courierwatch.v1.Outcome\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06phases\x18\x08 \x01(\x0b\x32\x17.courierwatch.v1.Phases\x12\x11\n\taddresses\x18\t \x03(\t\x12\x14\n\x0cpeer_address\x18\n \x01(\t\x12\x13\n\x0b\x63name_chain\x18\x0b \x03(\t\x12&\n\x03tls\x18\x0c \x01(\x0b\x32\x19.courierwatch.v1.TlsFacts\x12(\n\x04http\x18\r \x01(\x0b\x32\x1a.courierwatch.v1.HttpFacts\x12\x0e\n\x06\x64\x65tail\x18\x0e \x01(\t\x12\x18\n\x10interval_seconds\x18\x0f \x01(\x01\x12\x0b\n\x03pop\x18\x10 \x01(\t\x12\x16\n\x0e\x61\x64\x64ress_family\x18\x11 \x01(\t\x12\x0b\n\x03via\x18\x12 \x01(\t\x12\x14\n\x0c\x64ialled_host\x18\x13 \x01(\t\x12&\n\x03ntp\x18\x14 \x01(\x0b\x32\x19.courierwatch.v1.NtpFacts\x12\x34\n\x0b\x64ns_clients\x18\x15 \x01(\x0b\x32\x1f.courierwatch.v1.DnsClientFacts*\x90\x05\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x0e\n\nOUTCOME_OK\x10\x01\x12\x18\n\x14OUTCOME_DNS_NXDOMAIN\x10\x02\x12\x17\n\x13OUTCOME_DNS_TIMEOUT\x10\x03\x12\x18\n\x14OUTCOME_DNS_SERVFAIL\x10\x04\x12\x1a\n\x16OUTCOME_DNS_NO_ADDRESS\x10\x05\x12\x13\n\x0fOUTCOME_REFUSED\x10\x06\x12\x13\n\x0fOUTCOME_TIMEOUT\x10\x07\x12\x17\n\x13OUTCOME_UNREACHABLE\x10\x08\x12\x11\n\rOUTCOME_RESET\x10\t\x12\x19\n\x15OUTCOME_TLS_UNTRUSTED\x10\n\x12 \n\x1cOUTCOME_TLS_HANDSHAKE_FAILED\x10\x0b\x12\x1d\n\x19OUTCOME_TLS_NAME_MISMATCH\x10\x0c\x12\x1b\n\x17OUTCOME_HTTP_BAD_STATUS\x10\r\x12\x1a\n\x16OUTCOME_PROTOCOL_ERROR\x10\x0e\x12\x11\n\rOUTCOME_ERROR\x10\x0f\x12\x18\n\x14OUTCOME_DNS_SINKHOLE\x10\x10\x12\x16\n\x12OUTCOME_DNS_HIJACK\x10\x11\x12\x1b\n\x17OUTCOME_TLS_INTERCEPTED\x10\x12\x12\x1d\n\x19OUTCOME_TLS_ALPN_MISMATCH\x10\x13\x12\x18\n\x14OUTCOME_PROXY_DENIED\x10\x14\x12\x1f\n\x1bOUTCOME_PROXY_AUTH_REQUIRED\x10\x15\x12\x1b\n\x17OUTCOME_DNS_UNREACHABLE\x10\x16\x12\x17\n\x13OUTCOME_DNS_REFUSED\x10\x17\x12\x16\n\x12OUTCOME_CLOCK_SKEW\x10\x18\x32[\n\tCollector\x12N\n\x06Report\x12\x1d.courierwatch.v1.ProbeMessage\x1a!.courierwatch.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'courierwatch.v1.courierwatch_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=2209
-  _globals['_OUTCOME']._serialized_end=2865
+  _globals['_OUTCOME']._serialized_start=2308
+  _globals['_OUTCOME']._serialized_end=2964
   _globals['_PROBEMESSAGE']._serialized_start=89
   _globals['_PROBEMESSAGE']._serialized_end=248
-  _globals['_COLLECTORMESSAGE']._serialized_start=250
-  _globals['_COLLECTORMESSAGE']._serialized_end=364
-  _globals['_HELLO']._serialized_start=367
-  _globals['_HELLO']._serialized_end=542
-  _globals['_GROUPINFO']._serialized_start=544
-  _globals['_GROUPINFO']._serialized_end=600
-  _globals['_WELCOME']._serialized_start=603
-  _globals['_WELCOME']._serialized_end=743
-  _globals['_HEALTH']._serialized_start=746
-  _globals['_HEALTH']._serialized_end=982
-  _globals['_RESULTBATCH']._serialized_start=984
-  _globals['_RESULTBATCH']._serialized_end=1039
-  _globals['_ACK']._serialized_start=1041
-  _globals['_ACK']._serialized_end=1067
-  _globals['_PHASES']._serialized_start=1070
-  _globals['_PHASES']._serialized_end=1234
-  _globals['_TLSFACTS']._serialized_start=1237
-  _globals['_TLSFACTS']._serialized_end=1426
-  _globals['_NTPFACTS']._serialized_start=1428
-  _globals['_NTPFACTS']._serialized_end=1479
-  _globals['_HTTPFACTS']._serialized_start=1481
-  _globals['_HTTPFACTS']._serialized_end=1508
-  _globals['_DNSCLIENTFACTS']._serialized_start=1510
-  _globals['_DNSCLIENTFACTS']._serialized_end=1573
-  _globals['_GROUPQUERIES']._serialized_start=1575
-  _globals['_GROUPQUERIES']._serialized_end=1638
-  _globals['_RESULT']._serialized_start=1641
-  _globals['_RESULT']._serialized_end=2206
-  _globals['_COLLECTOR']._serialized_start=2867
-  _globals['_COLLECTOR']._serialized_end=2958
+  _globals['_COLLECTORMESSAGE']._serialized_start=251
+  _globals['_COLLECTORMESSAGE']._serialized_end=404
+  _globals['_HELLO']._serialized_start=407
+  _globals['_HELLO']._serialized_end=611
+  _globals['_GROUPINFO']._serialized_start=613
+  _globals['_GROUPINFO']._serialized_end=669
+  _globals['_WELCOME']._serialized_start=672
+  _globals['_WELCOME']._serialized_end=812
+  _globals['_HEALTH']._serialized_start=815
+  _globals['_HEALTH']._serialized_end=1051
+  _globals['_RESULTBATCH']._serialized_start=1053
+  _globals['_RESULTBATCH']._serialized_end=1108
+  _globals['_ACK']._serialized_start=1110
+  _globals['_ACK']._serialized_end=1136
+  _globals['_BUSY']._serialized_start=1138
+  _globals['_BUSY']._serialized_end=1166
+  _globals['_PHASES']._serialized_start=1169
+  _globals['_PHASES']._serialized_end=1333
+  _globals['_TLSFACTS']._serialized_start=1336
+  _globals['_TLSFACTS']._serialized_end=1525
+  _globals['_NTPFACTS']._serialized_start=1527
+  _globals['_NTPFACTS']._serialized_end=1578
+  _globals['_HTTPFACTS']._serialized_start=1580
+  _globals['_HTTPFACTS']._serialized_end=1607
+  _globals['_DNSCLIENTFACTS']._serialized_start=1609
+  _globals['_DNSCLIENTFACTS']._serialized_end=1672
+  _globals['_GROUPQUERIES']._serialized_start=1674
+  _globals['_GROUPQUERIES']._serialized_end=1737
+  _globals['_RESULT']._serialized_start=1740
+  _globals['_RESULT']._serialized_end=2305
+  _globals['_COLLECTOR']._serialized_start=2966
+  _globals['_COLLECTOR']._serialized_end=3057
 # @@protoc_insertion_point(module_scope)

@@ -74,15 +74,17 @@ class ProbeMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., batch: _Optional[_Union[ResultBatch, _Mapping]] = ..., health: _Optional[_Union[Health, _Mapping]] = ...) -> None: ...
 
 class CollectorMessage(_message.Message):
-    __slots__ = ("welcome", "ack")
+    __slots__ = ("welcome", "ack", "busy")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     ACK_FIELD_NUMBER: _ClassVar[int]
+    BUSY_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     ack: Ack
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
+    busy: Busy
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ..., busy: _Optional[_Union[Busy, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("probe_id", "site", "software_version", "config_digest", "groups", "families", "families_reason")
+    __slots__ = ("probe_id", "site", "software_version", "config_digest", "groups", "families", "families_reason", "ack_timeout_seconds")
     PROBE_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +92,7 @@ class Hello(_message.Message):
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_FIELD_NUMBER: _ClassVar[int]
     FAMILIES_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACK_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     probe_id: str
     site: str
     software_version: str
@@ -97,7 +100,8 @@ class Hello(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[GroupInfo]
     families: _containers.RepeatedScalarFieldContainer[str]
     families_reason: str
-    def __init__(self, probe_id: _Optional[str] = ..., site: _Optional[str] = ..., software_version: _Optional[str] = ..., config_digest: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupInfo, _Mapping]]] = ..., families: _Optional[_Iterable[str]] = ..., families_reason: _Optional[str] = ...) -> None: ...
+    ack_timeout_seconds: float
+    def __init__(self, probe_id: _Optional[str] = ..., site: _Optional[str] = ..., software_version: _Optional[str] = ..., config_digest: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupInfo, _Mapping]]] = ..., families: _Optional[_Iterable[str]] = ..., families_reason: _Optional[str] = ..., ack_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class GroupInfo(_message.Message):
     __slots__ = ("id", "title", "critical")
@@ -154,6 +158,12 @@ class Ack(_message.Message):
     THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
     through_seq: int
     def __init__(self, through_seq: _Optional[int] = ...) -> None: ...
+
+class Busy(_message.Message):
+    __slots__ = ("held_seconds",)
+    HELD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    held_seconds: float
+    def __init__(self, held_seconds: _Optional[float] = ...) -> None: ...
 
 class Phases(_message.Message):
     __slots__ = ("dns", "connect", "tls", "first_byte", "total")

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class CollectorStub:
     """One probe keeps one Report stream open. Its first message is a Hello; then it sends batches.
-    The collector answers each applied batch with an Ack.
+    The collector answers each applied batch with an Ack, and with a Busy now and then while it
+    holds a batch it has not acknowledged yet.
     """
 
     def __init__(self, channel):
@@ -45,7 +46,8 @@ class CollectorStub:
 
 class CollectorServicer:
     """One probe keeps one Report stream open. Its first message is a Hello; then it sends batches.
-    The collector answers each applied batch with an Ack.
+    The collector answers each applied batch with an Ack, and with a Busy now and then while it
+    holds a batch it has not acknowledged yet.
     """
 
     def Report(self, request_iterator, context):
@@ -72,7 +74,8 @@ def add_CollectorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Collector:
     """One probe keeps one Report stream open. Its first message is a Hello; then it sends batches.
-    The collector answers each applied batch with an Ack.
+    The collector answers each applied batch with an Ack, and with a Busy now and then while it
+    holds a batch it has not acknowledged yet.
     """
 
     @staticmethod
