@@ -156,7 +156,9 @@ class Ingest:
                 max_string_bytes=limits.max_string_bytes,
                 idle_timeout_seconds=limits.idle_timeout,
             ))  # fmt: skip
-            async for message in self._acknowledge(requests, stream):
+            answers = (self._acks_once_committed(requests, stream) if self._writer is None
+                       else self._acks_once_stored(requests, stream, self._writer))  # fmt: skip
+            async for message in answers:
                 yield message
         except Refused as refusal:
             self._state.refused[refusal.reason] += 1
@@ -234,43 +236,97 @@ class Ingest:
             return probe.applied_through
         return min(probe.applied_through, self._stored.get(probe.key, 0))
 
-    async def _acknowledge(
+    async def _acks_once_committed(
         self, requests: AsyncIterator[bytes], stream: _Stream
     ) -> AsyncIterator[pb.CollectorMessage]:
-        """A task reads and applies the stream's messages, a batch per turn, and commits each
-        batch; this answers them in order: each batch's Ack once it is committed (scrape mode)
-        or once the store has it too (remote-write mode, where reading goes on meanwhile),
-        and a Busy every third of the probe's ack timeout while a batch read waits for either.
-        A probe that hears nothing for its whole ack timeout takes the collector for stuck
-        and sends everything again elsewhere; one waiting for its turn on a saturated
-        collector, or for a slow store, would only add to the load."""
-        # Per batch, in order: the number it is acknowledged through and, in remote-write
-        # mode, its delivery to the store; None once reading ended.
-        answers: asyncio.Queue[tuple[int, Delivery | None] | None] = asyncio.Queue(
-            MAX_UNSTORED_BATCHES
-        )
+        """Scrape mode: each batch applied in its turn, committed, then acknowledged; the next
+        one read after that. A Busy every stream.busy_every while a batch waits for its turn."""
+        probe = stream.probe
+        clock = asyncio.get_running_loop().time
+        while (raw := await self._next(requests, stream)) is not None:
+            read_at = clock()
+            ticket = self._turns.ask()
+            try:
+                while not await self._turns.wait(ticket, stream.busy_every):
+                    yield self._busy(read_at)
+                change = self._apply(probe, raw)
+            finally:
+                self._turns.end(ticket)
+            # Not kept while the batch is committed (a thousand streams may wait on one
+            # commit) nor while the stream waits for its next message.
+            del raw
+            if change is not None:
+                await self._commit(probe, change)
+                yield pb.CollectorMessage(ack=pb.Ack(through_seq=change.through))
+
+    async def _acks_once_stored(
+        self, requests: AsyncIterator[bytes], stream: _Stream, writer: RemoteWriter
+    ) -> AsyncIterator[pb.CollectorMessage]:
+        """Remote-write mode: each batch is applied and committed as in scrape mode and its
+        samples written; its Ack goes once the store has them, or refused them for good (the
+        writer counts and logs that; acknowledged all the same, so that it never wedges the
+        stream). Reading goes on meanwhile and the acks follow in order; a Busy every
+        stream.busy_every while a batch read waits for its turn or the store. While the store
+        is down the writer's full queue stops the reading (write() waits): the probe keeps
+        the rest spooled. A writer closed first (the collector stopping) ends the stream
+        with nothing more acknowledged."""
+        probe = stream.probe
+        clock = asyncio.get_running_loop().time
+        every = stream.busy_every
+        # Per batch, in order: the number it is acknowledged through, and its delivery;
+        # None once reading ended.
+        written: asyncio.Queue[tuple[int, Delivery] | None] = asyncio.Queue(MAX_UNSTORED_BATCHES)
         held: deque[float] = deque()  # loop time each batch not acknowledged yet was read
-        reader = asyncio.create_task(self._read(requests, stream, answers, held))
+
+        async def read() -> None:
+            try:
+                while (raw := await self._next(requests, stream)) is not None:
+                    held.append(clock())
+                    async with self._turns.turn():
+                        batch = self._apply_message(probe, raw)
+                        del raw  # as in scrape mode: not kept while waiting
+                        if batch is None or not batch.results:
+                            held.pop()  # a health beat, or nothing to write
+                            continue
+                        # Every result, duplicates too: the state having seen a result does
+                        # not say that the store has it. Through the batch's own last number,
+                        # not the state's: what lies beyond may still be on its way to the store.
+                        through = batch.results[-1].seq
+                        encoded = writer.encoder.encode(probe.site, probe.probe_id,
+                                                        batch.results, batch.keys)  # fmt: skip
+                        change = batch.change
+                        del batch
+                    delivery = await writer.write_encoded(*encoded)
+                    await self._commit(probe, change)
+                    await written.put((through, delivery))
+            finally:
+                if not reader.cancelling():  # else nobody reads the queue any more
+                    await written.put(None)
+
+        reader = asyncio.create_task(read())
         try:
             while True:
-                entry = asyncio.ensure_future(answers.get())
-                async for busy in self._busy_until(entry, stream, held):
-                    yield busy
-                if (answer := entry.result()) is None:
+                try:
+                    async with asyncio.timeout(every):  # get() is safe to cancel
+                        entry = await written.get()
+                except TimeoutError:
+                    if held:
+                        yield self._busy(held[0])
+                    continue
+                if entry is None:
                     break
-                through, delivery = answer
-                if delivery is not None:
-                    async for busy in self._busy_until(delivery, stream, held):
-                        yield busy
-                    try:
-                        delivery.result()  # None: stored; a Rejection: given up, counted, logged
-                    except Closed:
-                        raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
-                                      "the collector is stopping before the store had the "
-                                      "results: send them again") from None  # fmt: skip
-                    self._stored[stream.probe.key] = max(
-                        self._stored.get(stream.probe.key, 0), through
-                    )
+                through, delivery = entry
+                while not delivery.done():  # waited on, never cancelled from here
+                    await asyncio.wait((delivery,), timeout=every)
+                    if not delivery.done():
+                        yield self._busy(held[0])
+                try:
+                    delivery.result()  # None: stored; a Rejection: given up, counted, logged
+                except Closed:
+                    raise Refused(grpc.StatusCode.UNAVAILABLE, "store_unavailable",
+                                  "the collector is stopping before the store had the "
+                                  "results: send them again") from None  # fmt: skip
+                self._stored[probe.key] = max(self._stored.get(probe.key, 0), through)
                 held.popleft()
                 yield pb.CollectorMessage(ack=pb.Ack(through_seq=through))
             await reader  # why reading ended: the probe closed its side, or a refusal
@@ -278,60 +334,11 @@ class Ingest:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
 
-    async def _read(
-        self,
-        requests: AsyncIterator[bytes],
-        stream: _Stream,
-        answers: asyncio.Queue[tuple[int, Delivery | None] | None],
-        held: deque[float],
-    ) -> None:
-        """Apply and commit each batch of the stream (in remote-write mode also written to the
-        store's queue, whose room paces the reading) and queue its answer."""
-        probe, writer = stream.probe, self._writer
-        clock = asyncio.get_running_loop().time
-        try:
-            while (raw := await self._next(requests, stream)) is not None:
-                held.append(clock())
-                async with self._turns.turn():
-                    batch = self._apply_message(probe, raw)
-                    del raw  # not kept while the batch waits for its commit or the store
-                    if batch is None or (writer is not None and not batch.results):
-                        held.pop()  # a health beat, or nothing to write: nothing to answer
-                        continue
-                    if writer is not None:
-                        # Every result, duplicates too: the state having seen a result does
-                        # not say that the store has it. Through the batch's own last number,
-                        # not the state's: what lies beyond may still be on its way.
-                        through = batch.results[-1].seq
-                        encoded = writer.encoder.encode(probe.site, probe.probe_id,
-                                                        batch.results, batch.keys)  # fmt: skip
-                    change = batch.change
-                    del batch
-                if writer is None:
-                    await self._commit(probe, change)
-                    await answers.put((change.through, None))
-                    continue
-                delivery = await writer.write_encoded(*encoded)
-                await self._commit(probe, change)
-                await answers.put((through, delivery))
-        finally:
-            task = asyncio.current_task()
-            if task is None or not task.cancelling():  # else nobody reads the queue any more
-                await answers.put(None)
-
-    async def _busy_until(
-        self, waited: asyncio.Future[object], stream: _Stream, held: deque[float]
-    ) -> AsyncIterator[pb.CollectorMessage]:
-        """A Busy every stream.busy_every while `waited` is pending and a batch is held."""
-        loop = asyncio.get_running_loop()
-        try:
-            while not waited.done():
-                await asyncio.wait((waited,), timeout=stream.busy_every)
-                if not waited.done() and held:
-                    self._state.busy_notices += 1
-                    yield pb.CollectorMessage(busy=pb.Busy(held_seconds=loop.time() - held[0]))
-        finally:
-            waited.cancel()  # ended early, the stream with it: a get() left would eat an answer
+    def _busy(self, held_since: float) -> pb.CollectorMessage:
+        """A Busy for a batch held since `held_since` (loop time), counted."""
+        self._state.busy_notices += 1
+        waited = asyncio.get_running_loop().time() - held_since
+        return pb.CollectorMessage(busy=pb.Busy(held_seconds=waited))
 
     def _apply(self, probe: Probe, raw: bytes) -> Applied | None:
         """Parse, check and apply one message; what a batch changed, None for the rest."""

@@ -67,3 +67,23 @@ async def test_the_batches_waiting_and_their_wait_are_counted():
 def test_busy_comes_at_a_third_of_the_probes_ack_timeout_within_bounds(ack_timeout, every):
     # A Hello's ack timeout is the probe's word: a hostile one must not make Busy cost anything.
     assert busy_every(ack_timeout) == pytest.approx(every)
+
+
+async def test_a_wait_that_times_out_keeps_its_place_and_one_given_up_is_passed_over():
+    """A stream waiting for its turn wakes up to say Busy to its probe, and must not lose its
+    place for it; one whose stream ended while it waited is skipped, and not counted."""
+    turns = Turns()
+    first = turns.ask()
+    assert first.granted
+    patient, gone, last = turns.ask(), turns.ask(), turns.ask()
+    assert turns.waiting == 3
+    assert not await turns.wait(patient, 0.01)  # timed out: still in the queue, before `last`
+    turns.end(gone)
+    assert turns.waiting == 2
+    turns.end(first)
+    assert await turns.wait(patient, 5)
+    assert not last.granted
+    turns.end(patient)
+    assert await turns.wait(last, 5)
+    assert turns.waiting == 0
+    turns.end(last)
