@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from polling import until
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
@@ -62,14 +63,7 @@ class Daemon:
 
     async def wait_for(self, check: Callable[[], Awaitable[Any]], seconds: float, what: str) -> Any:
         """Polls `check()` (a question to this daemon) until it returns something truthy."""
-        try:
-            async with asyncio.timeout(seconds):
-                while True:
-                    if found := await check():
-                        return found
-                    await asyncio.sleep(0.25)  # the daemon offers no event to await
-        except TimeoutError:
-            raise AssertionError(f"not within {seconds} s: {what}") from None
+        return await until(what, seconds, check, every=0.25)
 
 
 class Prometheus(Daemon):

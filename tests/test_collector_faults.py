@@ -15,6 +15,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
+import polling
 import pytest
 from test_spool_faults import fill, libfaketime, made_at_least
 from test_spool_faults import small_disk as small_disk  # a fixture
@@ -53,16 +54,18 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 async def until(url: str, holds: Callable[[Samples], bool], seconds: float = 30) -> Samples:
     """Scrape until `holds(samples)`; fails with the last samples when it never does."""
     samples: Samples = {}
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            while True:
-                with contextlib.suppress(OSError, AssertionError):  # starting or restarting
-                    samples = await scrape(url)
-                    if holds(samples):
-                        return samples
-                await asyncio.sleep(0.2)
-    ours = {k: v for k, v in samples.items() if k[0].startswith("courierwatch_")}
-    raise AssertionError(f"not within {seconds} s; last scrape: {ours}")
+
+    async def scraped() -> Samples | None:
+        nonlocal samples
+        samples = await scrape(url)
+        return samples if holds(samples) else None
+
+    def last() -> str:
+        ours = {k: v for k, v in samples.items() if k[0].startswith("courierwatch_")}
+        return f"the scrape to hold; the last one: {ours}"
+
+    # A collector starting or restarting refuses the connection or answers an error.
+    return await polling.until(last, seconds, scraped, passing=(OSError, AssertionError))
 
 
 async def stderr_of(collector: Collector) -> str:
@@ -162,13 +165,12 @@ async def test_a_full_store_stops_acknowledging_and_carries_on_by_itself(tmp_pat
     health = f"http://{collector.http}/healthz"
     async with courierwatch("probe", "--config", probe_config(where, collector, listener)) as p:
         async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(30):
-                while True:
-                    async with session.get(health) as response:
-                        said = await response.text()
-                        if response.status == 503:
-                            break
-                    await asyncio.sleep(0.2)
+
+            async def unhealthy() -> str | None:
+                async with session.get(health) as response:
+                    return await response.text() if response.status == 503 else None
+
+            said = await polling.until("/healthz answers 503", 30, unhealthy)
             assert "disk is full" in said
             made = last_seq(where)
             async with asyncio.timeout(30):  # the probe keeps measuring and spooling

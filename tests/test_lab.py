@@ -10,7 +10,7 @@ import pytest_asyncio
 import yaml
 from promserver import require
 
-from lab import Lab, Proxy, Site, netns, plan
+from lab import Lab, Proxy, Site, netns, nfqueue, plan
 from processes import Samples
 
 pytestmark = [
@@ -114,7 +114,8 @@ async def test_5223_refused_leaves_the_443_fallback_and_a_degraded_state(lab):
         lambda s: outcomes_are("b", wanted)(s) and courier_state(s, "b") == "degraded",
         "site b refused on 5223, ok on 443, degraded",
     )
-    # The NFQUEUE holder is in b's path: no connect to Apple can be quicker than its delay.
+    # The NFQUEUE holder is in b's path: no connect to Apple can be quicker than its delay
+    # (less the EARLY by which it may release a packet: CI saw 0.049997 s once).
     connects = [
         value
         for (name, labels), value in samples.items()
@@ -123,7 +124,7 @@ async def test_5223_refused_leaves_the_443_fallback_and_a_degraded_state(lab):
         and dict(labels).get("phase") == "connect"
         and dict(labels).get("family") == "ipv4"
     ]
-    assert connects and min(connects) >= DELAY
+    assert connects and min(connects) >= DELAY - nfqueue.EARLY
 
 
 async def test_a_dns_filter_sinkholes_the_couriers(lab):

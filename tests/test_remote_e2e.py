@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 import trustme
 import yaml
+from polling import until
 from promserver import _ready, dashboard_queries, free_port, require, stop, store_only
 
 from courierwatch.collector.exposition import COLLECTOR, FAMILIES
@@ -205,18 +206,6 @@ async def drain_and_stop(tmp: Path, probe_id: str,
     assert await asyncio.wait_for(probe.wait(), 15) == 0
     _, left, made = spool(tmp, probe_id)
     return left, made
-
-
-async def until(what: str, seconds: float, check) -> object:
-    """Polls `check()` (a look at another process, which offers no event) until truthy."""
-    try:
-        async with asyncio.timeout(seconds):
-            while True:
-                if found := await check():
-                    return found
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        raise AssertionError(f"not within {seconds} s: {what}") from None
 
 
 # --- What the store holds ------------------------------------------------------------------

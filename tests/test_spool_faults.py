@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from polling import until
 from test_transport import (
     Collector,
     applied_at_least,
@@ -152,14 +153,14 @@ def libfaketime() -> str:
 
 async def made_at_least(path: Path, n: int, probe: asyncio.subprocess.Process) -> int:
     """Wait until the probe has flushed result #n; its highest number then."""
-    async with asyncio.timeout(30):
-        while True:
-            assert probe.returncode is None, await probe.stderr.read()
-            with contextlib.suppress(sqlite3.Error):  # not created yet
-                last = facts(path)[0].get("last_seq", 0)
-                if last >= n:
-                    return last
-            await asyncio.sleep(0.1)
+
+    async def made() -> int:
+        assert probe.returncode is None, await probe.stderr.read()
+        last = facts(path)[0].get("last_seq", 0)
+        return last if last >= n else 0
+
+    # sqlite3.Error: the spool not created yet.
+    return await until(f"result #{n} flushed", 30, made, every=0.1, passing=(sqlite3.Error,))
 
 
 @pytest.mark.integration

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from polling import until
 
 from courierwatch import pki
 from courierwatch.v1 import courierwatch_pb2 as pb
@@ -128,14 +129,11 @@ async def totals(url: str, probe_id: str, site: str = SITE) -> tuple[float, floa
 
 
 async def applied_at_least(url: str, probe_id: str, n: int, seconds: float = 30) -> None:
-    async with asyncio.timeout(seconds):
-        while True:
-            try:
-                if (await totals(url, probe_id))[0] >= n:
-                    return
-            except (KeyError, OSError):
-                pass  # not connected yet, or the collector is restarting
-            await asyncio.sleep(0.2)
+    async def applied() -> bool:
+        return (await totals(url, probe_id))[0] >= n
+
+    # KeyError: not connected yet; OSError: the collector is restarting.
+    await until(f"{probe_id} applied {n}", seconds, applied, passing=(KeyError, OSError))
 
 
 async def drained(probe: asyncio.subprocess.Process) -> None:
