@@ -97,8 +97,10 @@ class Fleet:
                         delay = self.interval * (random.random() if first else 1.0)
                         next_send, first = max(next_send, loop.time()) + delay, False
                 if in_flight:
-                    if await call.read() is grpc.aio.EOF:
+                    if (reply := await call.read()) is grpc.aio.EOF:
                         raise ConnectionError(f"the collector ended probe {index}'s stream")
+                    if not pb.CollectorMessage.FromString(reply).HasField("ack"):
+                        continue  # a Busy: the batch is held, not acknowledged
                     size, sent = in_flight.popleft()
                     self.acked += size
                     if sent:

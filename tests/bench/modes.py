@@ -225,13 +225,15 @@ async def timed(get: Callable[[], Awaitable[None]]) -> float:
     return time.monotonic() - started
 
 
-def turn_figures(metrics: bytes) -> tuple[float, float]:
-    """The collector's batches waiting for their turn, and the seconds they waited in all."""
+def turn_figures(metrics: bytes) -> tuple[float, float, float]:
+    """The collector's batches waiting for their turn, the seconds they waited in all, and
+    the Busy messages it sent its probes meanwhile, in all."""
     names = (b"courierwatch_collector_batches_waiting",
-             b"courierwatch_collector_batch_wait_seconds_total")
-    waiting, waited = (float(re.search(rb"^" + name + rb" (\S+)$", metrics, re.M)[1])
-                       for name in names)  # fmt: skip
-    return waiting, waited
+             b"courierwatch_collector_batch_wait_seconds_total",
+             b"courierwatch_collector_busy_notices_total")
+    waiting, waited, busy = (float(re.search(rb"^" + name + rb" (\S+)$", metrics, re.M)[1])
+                             for name in names)  # fmt: skip
+    return waiting, waited, busy
 
 
 async def fleet(args: argparse.Namespace) -> list[list[str]]:
@@ -251,7 +253,7 @@ async def fleet(args: argparse.Namespace) -> list[list[str]]:
             first: dict[str, float] = {}
             # /api/status answers 503 while its first snapshot is made (collector/snapshots.py)
             not_yet = dict.fromkeys(times, 0)
-            turns: list[tuple[float, float, float]] = []  # per /metrics: time, turns()
+            turns: list[tuple[float, float, float, float]] = []  # per /metrics: time, turns()
             try:
                 generators.go()
                 await fill(generators, probes * CHECKS, seconds=600)
@@ -283,12 +285,13 @@ async def fleet(args: argparse.Namespace) -> list[list[str]]:
                 await generators.stop()
             rss, hwm = collector.memory()
     rate = (acked1 - acked0) / (t1 - t0)
-    waiting = [n for _, n, _ in turns[1:]]  # the requests after the first
-    (start, _, waited0), (end, _, waited1) = turns[1], turns[-1]
+    waiting = [n for _, n, _, _ in turns[1:]]  # the requests after the first
+    (start, _, waited0, busy0), (end, _, waited1, busy1) = turns[1], turns[-1]
     print(f"# batches waiting for their turn, at each /metrics: p50 "
           f"{harness.median(waiting):,.0f}, max {max(waiting):,.0f}; on average over the "
           f"window (wait seconds per second): "
-          f"{(waited1 - waited0) / (end - start):,.1f}")  # fmt: skip
+          f"{(waited1 - waited0) / (end - start):,.1f}; Busy messages sent: "
+          f"{(busy1 - busy0) / (end - start):,.1f}/s")  # fmt: skip
     return [[path, f"{probes:,} x {CHECKS}", f"{rate:,.0f}", f"{first[path]:.3f}",
              f"{len(seconds)}", f"{not_yet[path]}", f"{harness.median(seconds):.3f}",
              f"{max(seconds):.3f}",
