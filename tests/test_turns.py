@@ -5,10 +5,16 @@ import asyncio
 import itertools
 import math
 
+import grpc
 import pytest
 
-from courierwatch.collector.ingest import busy_every
+from courierwatch.collector.config import Limits
+from courierwatch.collector.ingest import Ingest, busy_every
+from courierwatch.collector.state import State
+from courierwatch.collector.store import Store
 from courierwatch.collector.turns import Turns
+from courierwatch.v1 import courierwatch_pb2 as pb
+from courierwatch.v1 import courierwatch_pb2_grpc as pb_grpc
 
 
 async def test_one_batch_per_turn_of_the_loop_in_the_order_they_came():
@@ -87,3 +93,40 @@ async def test_a_wait_that_times_out_keeps_its_place_and_one_given_up_is_passed_
     assert await turns.wait(last, 5)
     assert turns.waiting == 0
     turns.end(last)
+
+
+async def test_a_batch_waiting_for_its_turn_gets_busy_then_its_ack(tmp_path):
+    """Scrape mode over a real gRPC channel: while the loop's turn is held (here by the test,
+    as by a queue of other batches on a saturated collector), the probe's batch waits, and the
+    collector says Busy at a third of the probe's ack timeout; the Ack follows the turn."""
+    state = State()
+    store = Store(tmp_path / "collector.sqlite")
+    await store.open()
+    ingest = Ingest(state, store, authorization={}, limits=Limits(), require_identity=False)
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((ingest.handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    held = state.turns.ask()  # the turn, taken before the probe's batch comes
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = pb_grpc.CollectorStub(channel).Report()
+            hello = pb.Hello(site="busy", probe_id="pi-busy", ack_timeout_seconds=0.75)
+            await call.write(pb.ProbeMessage(hello=hello))
+            assert (await call.read()).HasField("welcome")
+            result = pb.Result(seq=1, target="courier.push.apple.com", port=5223,
+                               check="courier", group="push", outcome=pb.OUTCOME_OK)  # fmt: skip
+            await call.write(pb.ProbeMessage(batch=pb.ResultBatch(results=[result])))
+            async with asyncio.timeout(5):
+                busy = await call.read()
+                assert busy.HasField("busy"), busy
+                assert busy.busy.held_seconds >= 0.25  # a third of 0.75 s
+                assert state.busy_notices >= 1
+                state.turns.end(held)
+                while (answer := await call.read()).HasField("busy"):  # one may be under way
+                    pass
+            assert answer.ack.through_seq == 1
+            await call.done_writing()
+    finally:
+        await server.stop(1)
+        await store.close()
