@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -155,9 +155,7 @@ def _authorization(sec: Section) -> dict[str, tuple[str, ...]]:
 
 
 def _limits(sec: Section) -> Limits:
-    sec.check_keys("max_message_bytes", "max_batch", "max_label_length", "max_targets_per_probe",
-                   "max_string_bytes", "max_state_bytes_per_probe", "max_streams",
-                   "idle_timeout", "max_http_connections", "http_header_timeout")  # fmt: skip
+    sec.check_keys(*(f.name for f in fields(Limits)))  # each field is a key
     default = Limits()
     return Limits(
         max_message_bytes=sec.integer(

@@ -19,7 +19,7 @@ written for a minute, so the interval must stay well under that.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -49,8 +49,7 @@ def read_remote_write(sec: Section, present: bool) -> RemoteWriteConfig | None:
     """The section under `remote_write`; None when it is not `present` (scrape mode)."""
     if not present:
         return None
-    sec.check_keys("url", "headers", "max_queued_samples", "max_request_samples",
-                   "concurrency", "timeout", "state_interval")  # fmt: skip
+    sec.check_keys(*(f.name for f in fields(RemoteWriteConfig)))  # each is a key
     url = sec.value("url", _url)
     default = RemoteWriteConfig(url=url)
     max_request = sec.integer("max_request_samples", default.max_request_samples,
