@@ -4,7 +4,6 @@ silent streams, too many streams, HTTP clients that never finish, and SIGHUP."""
 
 import asyncio
 import contextlib
-import os
 import resource
 import shutil
 import signal
@@ -17,7 +16,7 @@ import aiohttp
 import grpc
 import polling
 import pytest
-from test_spool_faults import fill, libfaketime, made_at_least
+from test_spool_faults import fill, made_at_least, stepped_clock
 from test_spool_faults import small_disk as small_disk  # a fixture
 from test_transport import (
     SITE,
@@ -80,10 +79,7 @@ async def stderr_of(collector: Collector) -> str:
 async def test_a_probe_clock_step_either_way_changes_no_current_state(tmp_path, fleet):
     """The issue's case: the probe's clock jumped two days ahead for a few seconds and back;
     the collector kept showing check_success 1 while the real results were `refused`."""
-    offset = tmp_path / "faketime"
-    offset.write_text("+0\n")
-    env = {**os.environ, "LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(offset),
-           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    offset, env = stepped_clock(tmp_path)
     target = socket.create_server(("127.0.0.1", 0), backlog=128)
     port = str(target.getsockname()[1])
     collector = Collector(tmp_path, fleet)

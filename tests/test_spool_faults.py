@@ -151,6 +151,17 @@ def libfaketime() -> str:
     pytest.skip(message)
 
 
+def stepped_clock(tmp: Path) -> tuple[Path, dict[str, str]]:
+    """A file holding the wall clock's offset ("+0", "+2d", "-2d"), and the environment in
+    which a child process's wall clock follows it, re-read at every call, while its monotonic
+    clock runs on (as after an NTP step)."""
+    offset = tmp / "faketime"
+    offset.write_text("+0\n")
+    env = {**os.environ, "LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(offset),
+           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+    return offset, env
+
+
 async def made_at_least(path: Path, n: int, probe: asyncio.subprocess.Process) -> int:
     """Wait until the probe has flushed result #n; its highest number then."""
 
@@ -168,10 +179,7 @@ async def test_a_real_probe_whose_clock_steps_either_way_drops_nothing(tmp_path,
     """The issue's case: an NTP step of two days on a Pi without an RTC, for a few seconds,
     and back; then the same behind. libfaketime steps the wall clock only (as NTP does: the
     monotonic clock runs on), re-reading its offset file at every call."""
-    offset = tmp_path / "faketime"
-    offset.write_text("+0\n")
-    env = {**os.environ, "LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(offset),
-           "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    offset, env = stepped_clock(tmp_path)
     where = enroll(fleet, "pi-clock")
     spool = where / "spool.sqlite"
     # No collector: everything stays spooled, so any drop shows.
