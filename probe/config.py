@@ -492,9 +492,7 @@ def _catalog_settings(
     sec: Section, known: dict[str, catalog.Group]
 ) -> dict[str, tuple[float | None, float | None]]:
     settings: dict[str, tuple[float | None, float | None]] = {}
-    for group_id in sec.names():
-        if group_id not in known:
-            raise sec.error(unknown_name("catalog group", group_id, known), group_id)
+    for group_id in _group_keys(sec, known):
         group = sec.section(group_id)
         group.check_keys("interval", "timeout")
         interval = group.duration("interval", None, within=_INTERVALS)
@@ -514,6 +512,14 @@ def _catalog_settings(
     return settings
 
 
+def _group_keys(sec: Section, known: dict[str, catalog.Group]) -> list[str]:
+    """The keys of `sec` (catalog.settings, catalog.exclude): each must be a catalog group."""
+    for group_id in (names := sec.names()):
+        if group_id not in known:
+            raise sec.error(unknown_name("catalog group", group_id, known), group_id)
+    return names
+
+
 def _exclusions(
     sec: Section,
     known: dict[str, catalog.Group],
@@ -522,9 +528,7 @@ def _exclusions(
 ) -> dict[str, frozenset[str]]:
     """catalog.exclude: group id -> hosts of it left out; each must be a host the group has."""
     excluded: dict[str, frozenset[str]] = {}
-    for group_id in sec.names():
-        if group_id not in known:
-            raise sec.error(unknown_name("catalog group", group_id, known), group_id)
+    for group_id in _group_keys(sec, known):
         if group_id not in chosen:
             raise sec.error(f"catalog group {group_id} is not among catalog.groups", group_id)
         hosts = {target.host for target in of([group_id])}
