@@ -329,6 +329,10 @@ FAMILIES: tuple[Family, ...] = (
     _counter("courierwatch_probe_spool_dropped_disk_full",
              "Oldest results the probe dropped because its disk was full.", PROBE.labels,
              PROBE, lambda v: _one(v.probe.health.dropped_disk_full_total)),
+    _counter("courierwatch_probe_collectors_silent",
+             "Streams the probe gave up because a collector left a batch unacknowledged for "
+             "its ack timeout and said nothing (a stuck collector), since the probe started.",
+             PROBE.labels, PROBE, lambda v: _one(v.probe.health.collectors_silent_total)),
     _gauge("courierwatch_probe_loop_lag_seconds",
            "How late the probe's latest check started against its schedule.", PROBE.labels,
            PROBE, lambda v: _one(v.probe.health.loop_lag_seconds)),

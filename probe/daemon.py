@@ -30,7 +30,7 @@ from courierwatch.probe.config import ProbeConfig
 from courierwatch.probe.context import build_context
 from courierwatch.probe.scheduler import Scheduler
 from courierwatch.probe.spool import Spool
-from courierwatch.probe.uplink import Uplink
+from courierwatch.probe.uplink import Uplink, UplinkCounts
 from courierwatch.v1 import courierwatch_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,7 @@ class _Probe:
         # The uplink sends this message at the start of every session: a reload that need not
         # reconnect updates it in place, so the next Hello carries the new config digest.
         self._hello = hello(config)
+        self._uplink_counts = UplinkCounts()  # one for every uplink this process makes
         self._uplink = self._new_uplink()
         self._group: asyncio.TaskGroup | None = None
         self._checking: asyncio.Task[None] | None = None
@@ -149,7 +150,8 @@ class _Probe:
 
     def _new_uplink(self) -> Uplink:
         credentials = channel_credentials(self._material)
-        return Uplink(self._config.collectors, self._spool, self._hello, credentials, self._health)
+        return Uplink(self._config.collectors, self._spool, self._hello, credentials, self._health,
+                      counts=self._uplink_counts)  # fmt: skip
 
     def _health(self) -> pb.Health:
         stats = self._spool.stats()
@@ -161,6 +163,7 @@ class _Probe:
             oldest_pending_seconds=stats.oldest_age,
             quarantined_total=stats.quarantined,
             dropped_disk_full_total=stats.dropped_disk_full,
+            collectors_silent_total=self._uplink_counts.silent,
         )
         beat.sent_at.GetCurrentTime()  # the collector compares it with its own clock
         return beat

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import grpc
 
@@ -42,6 +43,13 @@ ACK_SECONDS = 30.0  # when the Hello does not set ack_timeout_seconds
 _HEADROOM = 0.9
 
 
+@dataclass(slots=True)
+class UplinkCounts:
+    """What the uplinks of one probe process met, across reconnects and reloads."""
+
+    silent: int = 0  # sessions given up because the collector fell silent
+
+
 class Uplink:
     def __init__(
         self,
@@ -56,8 +64,10 @@ class Uplink:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         rng: random.Random | None = None,
+        counts: UplinkCounts | None = None,
     ) -> None:
         self._collectors = tuple(collectors)
+        self.counts = counts or UplinkCounts()
         self._spool = spool
         self._hello = hello
         self._credentials = credentials  # None: plaintext, the explicit insecure mode
@@ -88,6 +98,7 @@ class Uplink:
                 await self._session(address)
             except Silent as error:
                 silent = True
+                self.counts.silent += 1
                 log.warning("collector %s: %s", address, error)
             except Exception as error:  # any failure ends this session, never the probe
                 log.warning("collector %s: %s", address, _describe(error))

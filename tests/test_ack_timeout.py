@@ -157,6 +157,7 @@ async def test_a_frozen_collector_loses_its_probe_to_the_next_within_the_ack_tim
                 # Keepalive alone: 30 s and 10 s more for the answer (probe/uplink.py).
                 await until("the probe moved to the second", 10, lambda: streaming_to(second_url))
                 moved_after = asyncio.get_running_loop().time() - started
+                silent = await metric(second_url, "courierwatch_probe_collectors_silent_total")
             finally:
                 first.send_signal(signal.SIGCONT)
             probe.send_signal(signal.SIGTERM)
@@ -164,5 +165,7 @@ async def test_a_frozen_collector_loses_its_probe_to_the_next_within_the_ack_tim
             logged = await stderr_of(probe)
 
     assert f"collector {first_grpc}: no acknowledgement for {ACK_TIMEOUT:g} s" in logged, logged
+    # Counted by the probe, shown by the collector it moved to (its health beat).
+    assert silent == 1
     # The frozen one was not tried again first: that would have cost a Welcome timeout (15 s).
     assert moved_after < 5 * ACK_TIMEOUT + 2, moved_after

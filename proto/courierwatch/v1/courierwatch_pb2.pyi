@@ -128,7 +128,7 @@ class Welcome(_message.Message):
     def __init__(self, applied_through_seq: _Optional[int] = ..., max_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_string_bytes: _Optional[int] = ..., idle_timeout_seconds: _Optional[float] = ...) -> None: ...
 
 class Health(_message.Message):
-    __slots__ = ("spool_depth", "spool_bytes", "dropped_total", "loop_lag_seconds", "oldest_pending_seconds", "quarantined_total", "dropped_disk_full_total", "sent_at")
+    __slots__ = ("spool_depth", "spool_bytes", "dropped_total", "loop_lag_seconds", "oldest_pending_seconds", "quarantined_total", "dropped_disk_full_total", "sent_at", "collectors_silent_total")
     SPOOL_DEPTH_FIELD_NUMBER: _ClassVar[int]
     SPOOL_BYTES_FIELD_NUMBER: _ClassVar[int]
     DROPPED_TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class Health(_message.Message):
     QUARANTINED_TOTAL_FIELD_NUMBER: _ClassVar[int]
     DROPPED_DISK_FULL_TOTAL_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    COLLECTORS_SILENT_TOTAL_FIELD_NUMBER: _ClassVar[int]
     spool_depth: int
     spool_bytes: int
     dropped_total: int
@@ -145,7 +146,8 @@ class Health(_message.Message):
     quarantined_total: int
     dropped_disk_full_total: int
     sent_at: _timestamp_pb2.Timestamp
-    def __init__(self, spool_depth: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., dropped_total: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., oldest_pending_seconds: _Optional[float] = ..., quarantined_total: _Optional[int] = ..., dropped_disk_full_total: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    collectors_silent_total: int
+    def __init__(self, spool_depth: _Optional[int] = ..., spool_bytes: _Optional[int] = ..., dropped_total: _Optional[int] = ..., loop_lag_seconds: _Optional[float] = ..., oldest_pending_seconds: _Optional[float] = ..., quarantined_total: _Optional[int] = ..., dropped_disk_full_total: _Optional[int] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., collectors_silent_total: _Optional[int] = ...) -> None: ...
 
 class ResultBatch(_message.Message):
     __slots__ = ("results",)
