@@ -248,7 +248,13 @@ class Ingest:
             ticket = self._turns.ask()
             try:
                 while not await self._turns.wait(ticket, stream.busy_every):
-                    yield self._busy(read_at)
+                    # A probe that does not read would hold the yield (its flow-control
+                    # window full), and with it a turn granted meanwhile: away, it is not.
+                    self._turns.away(ticket)
+                    try:
+                        yield self._busy(read_at)
+                    finally:
+                        self._turns.back(ticket)
                 change = self._apply(probe, raw)
             finally:
                 self._turns.end(ticket)

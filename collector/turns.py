@@ -27,13 +27,14 @@ from collections.abc import AsyncIterator
 class Ticket:
     """A batch's place in the queue for a turn."""
 
-    __slots__ = ("asked", "future", "gone", "granted")
+    __slots__ = ("asked", "away", "future", "gone", "granted")
 
     def __init__(self, future: asyncio.Future[None], asked: float, granted: bool) -> None:
         self.future = future  # done once granted (a fresh one after each wait that timed out)
         self.asked = asked
         self.granted = granted
         self.gone = False  # its stream gave up waiting
+        self.away = False  # its stream is busy elsewhere (writing to its probe): passed over
 
 
 class Turns:
@@ -68,6 +69,19 @@ class Turns:
                     ticket.future = asyncio.get_running_loop().create_future()
         return ticket.granted
 
+    def away(self, ticket: Ticket) -> None:
+        """`ticket`'s stream does something that may take long (a write to a probe that does
+        not read): its turn goes to the next meanwhile, and it keeps its place."""
+        ticket.away = True
+
+    def back(self, ticket: Ticket) -> None:
+        """`ticket`'s stream is back: it has the turn at once if nobody has it."""
+        ticket.away = False
+        if not self._taken and not ticket.granted:  # passed over while away, the loop idle
+            self._queue.remove(ticket)
+            self._taken = True
+            self._grant(ticket)
+
     def end(self, ticket: Ticket) -> None:
         """The batch of `ticket` ran (the next starts in the loop's next turn, once what
         became ready meanwhile, a request's next step, has run), or its stream gave up
@@ -80,18 +94,24 @@ class Turns:
             self.waiting -= 1
 
     def _pass(self) -> None:
-        clock = asyncio.get_running_loop().time
-        while self._queue:
-            ticket = self._queue.popleft()
-            if ticket.gone:
+        queue, skipped = self._queue, 0  # skipped: tickets away, at the head of the queue
+        while skipped < len(queue):
+            ticket = queue[skipped]
+            if ticket.away and not ticket.gone:
+                skipped += 1
                 continue
-            self.waiting -= 1
-            self.waited += clock() - ticket.asked
-            ticket.granted = True
-            if not ticket.future.done():  # a wait timed out this very turn: it sees granted
-                ticket.future.set_result(None)
-            return
+            del queue[skipped]
+            if not ticket.gone:
+                self._grant(ticket)
+                return
         self._taken = False
+
+    def _grant(self, ticket: Ticket) -> None:
+        self.waiting -= 1
+        self.waited += asyncio.get_running_loop().time() - ticket.asked
+        ticket.granted = True
+        if not ticket.future.done():  # a wait timed out this very turn: it sees granted
+            ticket.future.set_result(None)
 
     @contextlib.asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:

@@ -130,3 +130,27 @@ async def test_a_batch_waiting_for_its_turn_gets_busy_then_its_ack(tmp_path):
     finally:
         await server.stop(1)
         await store.close()
+
+
+async def test_a_ticket_away_is_passed_over_keeps_its_place_and_takes_an_idle_turn_back():
+    """A stream writing a Busy to a probe that does not read is away: the turn must not wait
+    for it (it would stall the collector), nor may it lose its place."""
+    turns = Turns()
+    first = turns.ask()
+    away, present, later = turns.ask(), turns.ask(), turns.ask()
+    turns.away(away)
+    turns.end(first)
+    assert await turns.wait(present, 5)  # the turn skipped the ticket away
+    assert not away.granted and turns.waiting == 2
+    turns.back(away)  # back while the turn is taken: it waits, at the head
+    turns.away(away)
+    turns.end(present)
+    assert await turns.wait(later, 5)
+    turns.end(later)
+    for _ in range(10):  # bounded: the pass runs in the loop's next turn
+        await asyncio.sleep(0)
+    assert not away.granted and turns.waiting == 1  # only it left, away: the turn is idle
+    turns.back(away)
+    assert away.granted and turns.waiting == 0
+    turns.end(away)
+    assert await turns.wait(turns.ask(), 5)  # nobody holds the turn after it
