@@ -46,7 +46,9 @@ MAX_GROUPS = 256  # group facts in one Hello: the catalog has a dozen
 # (the writer's queue bounds their samples; this, their number).
 MAX_UNSTORED_BATCHES = 256
 MAX_SEQ = 2**63 - 1  # what the store (an SQLite INTEGER) holds; a probe counts from 1
-# A probe's ack timeout when its Hello does not say (older probes: probe/uplink.py's default).
+# A probe's ack timeout when its Hello does not say (an older probe): the proto's stated
+# default, as the probe's own (courierwatch.probe.config.ACK_TIMEOUT, not imported here: the
+# collector depends on no probe module).
 DEFAULT_ACK_TIMEOUT = 30.0
 # Busy at a third of the probe's ack timeout, within these bounds: never more often than
 # a probe (a hostile one too) could make it cost anything.

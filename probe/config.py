@@ -118,7 +118,9 @@ from courierwatch.probe.families import CONFIGURED
 from courierwatch.probe.net.proxy import ProxySettings, parse_proxy_url
 from courierwatch.probe.targets import ADDRESS_POLICIES, FAMILIES, Target, expand
 
-__all__ = ["ProbeConfig", "default_probe_id", "default_spool_path", "load_probe_config"]
+__all__ = [
+    "ACK_TIMEOUT", "ProbeConfig", "default_probe_id", "default_spool_path", "load_probe_config",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +158,9 @@ _SPOOL_MAX_MB: Final = 256
 _SPOOL_MAX_AGE: Final = 48 * 3600.0
 _SPOOL_AGES: Final = (60.0, 365 * 86400.0)
 # How long a batch may go unacknowledged, with nothing heard from the collector, before the
-# probe takes it for stuck and reconnects (the collector sends Busy at a third of it).
-_ACK_TIMEOUT: Final = 30.0
+# probe takes it for stuck and reconnects (the collector sends Busy at a third of it). Also
+# what a Hello without one means (the proto says so), to probe/uplink.py and the collector.
+ACK_TIMEOUT: Final = 30.0
 _ACK_TIMEOUTS: Final = (1.0, 600.0)
 _MB: Final = 1024 * 1024
 
@@ -227,7 +230,7 @@ class ProbeConfig:
     spool_max_bytes: int = _SPOOL_MAX_MB * _MB  # oldest results are dropped beyond this size
     spool_max_age: float = _SPOOL_MAX_AGE  # seconds; older unsent results are dropped
     digest: str = _NO_FILE_DIGEST  # SHA-256 of the config file, sent to the collector
-    ack_timeout: float = _ACK_TIMEOUT  # seconds; sent in the Hello (probe/uplink.py)
+    ack_timeout: float = ACK_TIMEOUT  # seconds; sent in the Hello (probe/uplink.py)
 
     def __post_init__(self) -> None:
         if not self.spool_path:
@@ -303,7 +306,7 @@ def load_probe_config(
         spool_max_bytes=spool.integer("max_mb", _SPOOL_MAX_MB, min=1, max=65536) * _MB,
         spool_max_age=spool.duration("max_age", _SPOOL_MAX_AGE, within=_SPOOL_AGES),
         digest=_digest(doc, included),
-        ack_timeout=uplink.duration("ack_timeout", _ACK_TIMEOUT, within=_ACK_TIMEOUTS),
+        ack_timeout=uplink.duration("ack_timeout", ACK_TIMEOUT, within=_ACK_TIMEOUTS),
     )
     if chosen.reason != CONFIGURED:  # said once the whole file is valid: an error stays one line
         log.info("families: auto: %s", chosen.reason)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import grpc
 
 from courierwatch.common import bounds
+from courierwatch.probe.config import ACK_TIMEOUT
 from courierwatch.probe.spool import Spool
 from courierwatch.v1 import courierwatch_pb2 as pb
 from courierwatch.v1 import courierwatch_pb2_grpc as pb_grpc
@@ -38,7 +39,6 @@ CHANNEL_OPTIONS = (
 # stuck process can answer keepalives and still hold the probe for ever). One that is slow
 # but working says so with a Busy, which restarts that clock.
 WELCOME_SECONDS = 15.0
-ACK_SECONDS = 30.0  # when the Hello does not set ack_timeout_seconds
 # Stay this far under the collector's message limit: the envelope adds a few bytes.
 _HEADROOM = 0.9
 
@@ -83,7 +83,7 @@ class Uplink:
         self._sent_through = 0
         # Loop time of the last acknowledgement or Busy (or of the first send after one).
         self._progress_at = 0.0
-        self._ack_timeout = hello.ack_timeout_seconds or ACK_SECONDS
+        self._ack_timeout = hello.ack_timeout_seconds or ACK_TIMEOUT
         self._max_bytes = 0  # 0: no limit announced
         self._max_string = 0  # bytes of one string field; 0: no limit announced
 

@@ -57,6 +57,7 @@ def openssl(python: str = sys.executable) -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True,
                           timeout=60).stdout.strip()
 
+
 def _raise_fd_limit() -> None:
     """In the collector's child before exec: one socket per probe, and its own CPU."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
